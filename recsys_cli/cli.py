@@ -1,0 +1,251 @@
+"""The `recsys` command line: parse arguments, call one task function, render its result with rich.
+
+No logic lives here, and nothing heavy is imported at module level: `recsys --help` and argument
+errors never import torch, transformers or Lightning.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from recsys_cli import __version__
+from recsys_cli.errors import EXIT_USER_ERROR, RecsysError
+
+app = typer.Typer(
+    name="recsys",
+    help="Train, evaluate and apply recommenders. Extra arguments are Hydra overrides, e.g. "
+    "`recsys train model=sasrec data=ml100k trainer.max_epochs=50`.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+Overrides = Annotated[
+    list[str] | None,
+    typer.Argument(
+        help="Hydra overrides key=value, e.g. data=ml100k model=pop trainer.max_epochs=3 "
+        "(with --multirun, comma lists sweep: model=pop,sasrec seed=1,2,3).",
+        show_default=False,
+    ),
+]
+Checkpoint = Annotated[
+    Path,
+    typer.Option(
+        "--checkpoint",
+        "-c",
+        help="A checkpoint from `recsys train`, e.g. runs/<run>/checkpoints/best.ckpt.",
+        show_default=False,
+    ),
+]
+
+
+def _fail(message: str) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(EXIT_USER_ERROR)
+
+
+def _guard(func: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call a task; a user error becomes one line on stderr and exit code 2."""
+    try:
+        return func(*args, **kwargs)
+    except RecsysError as exc:
+        _fail(exc.message)
+    except KeyboardInterrupt:
+        _fail("interrupted; nothing half-written was left behind.")
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"recsys {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """recsys: BERT-aware recommender training and evaluation."""
+
+
+@app.command()
+def preprocess(
+    overrides: Overrides = None,
+    force: Annotated[bool, typer.Option("--force", help="Rebuild even if a processed folder exists.")] = False,
+) -> None:
+    """Clean, filter, index and split a dataset into data/processed/ (e.g. `recsys preprocess data=ml100k`)."""
+    from recsys_cli.config import compose_config
+    from recsys_cli.tasks import preprocess as task
+
+    cfg = _guard(compose_config, overrides or [])
+    result = _guard(task.run, cfg, force=force)
+    render_preprocess(result)
+
+
+@app.command()
+def train(
+    overrides: Overrides = None,
+    multirun: Annotated[
+        bool,
+        typer.Option(
+            "--multirun",
+            "-m",
+            help="Sweep: run every combination of comma lists in the overrides, e.g. -m model=pop,sasrec seed=1,2,3.",
+        ),
+    ] = False,
+) -> None:
+    """Train a model to early stop and print its metrics (e.g. `recsys train model=sasrec data=ml100k`)."""
+    from recsys_cli.config import compose_config, expand_sweep
+    from recsys_cli.tasks import train as task
+
+    overrides = overrides or []
+    if multirun:
+        jobs = _guard(expand_sweep, overrides)
+        console.print(f"[bold]multirun:[/] {len(jobs)} job(s)")
+        root, results = _guard(task.sweep, jobs)
+        for result in results:
+            render_metrics(result.metrics, title=f"{result.run_dir.name}")
+        render_summary([task.summary_row(r) for r in results])
+        console.print(f"[bold]sweep folder:[/] {root}  (summary.csv, summary.json)")
+        return
+    cfg = _guard(compose_config, overrides)
+    result = _guard(task.run, cfg, overrides=overrides)
+    render_metrics(result.metrics, title=f"{cfg.model.name} on {cfg.data.name}")
+    console.print(f"[bold]run folder:[/] {result.run_dir}")
+    console.print(f"[bold]best checkpoint:[/] {result.best_checkpoint}")
+
+
+@app.command("eval")
+def evaluate(
+    checkpoint: Checkpoint,
+    overrides: Overrides = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Where to write the metrics JSON (default: <run>/eval/metrics.json)."),
+    ] = None,
+) -> None:
+    """Recompute validation and test metrics of a checkpoint; overrides may point it at other data."""
+    from recsys_cli.tasks import evaluate as task
+
+    result = _guard(task.run, checkpoint, overrides or [], output)
+    render_metrics(result.metrics, title=f"{result.metrics['model']} on {result.metrics['data']}")
+    console.print(f"[bold]metrics:[/] {result.output}")
+
+
+@app.command()
+def predict(
+    checkpoint: Checkpoint,
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output", "-o", help="Output file: .jsonl, .csv or .parquet, e.g. recs.jsonl.", show_default=False
+        ),
+    ],
+    input: Annotated[
+        Path | None,
+        typer.Option(
+            "--input", "-i", help="CSV/JSONL/Parquet with a user_id and/or a history (item ids) column, e.g. users.csv."
+        ),
+    ] = None,
+    all_users: Annotated[
+        bool, typer.Option("--all-users", help="Recommend for every user the checkpoint knows instead of --input.")
+    ] = False,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Items per user, e.g. --top-k 10.")] = 10,
+    exclude_seen: Annotated[
+        bool, typer.Option("--exclude-seen/--include-seen", help="Leave out items the user already interacted with.")
+    ] = True,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Users scored at once.")] = 1024,
+) -> None:
+    """Write top-K recommendations for users or item histories (e.g. `--input users.csv --output recs.jsonl`)."""
+    from recsys_cli.tasks import predict as task
+
+    if top_k < 1:
+        _fail(f"--top-k must be at least 1 (got {top_k}); pass e.g. --top-k 10.")
+    result = _guard(
+        task.run,
+        checkpoint,
+        output,
+        input_path=input,
+        all_users=all_users,
+        top_k=top_k,
+        exclude_seen=exclude_seen,
+        batch_size=batch_size,
+        progress=sys.stderr.isatty(),
+    )
+    table = Table(title="predict", show_header=False)
+    for name, value in result.counts.items():
+        table.add_row(name, f"{value:,}")
+    table.add_row("seconds", f"{result.seconds:.3f}")
+    table.add_row("users / second", f"{result.users_per_second:,.0f}")
+    console.print(table)
+    console.print(f"[bold]predictions:[/] {result.output}")
+
+
+# --- rendering --------------------------------------------------------------------------------------
+def render_preprocess(result: Any) -> None:
+    meta = result.stats
+    counts = meta["counts"]
+    table = Table(title=f"{meta['name']}: {meta['source']}", show_header=False)
+    table.add_row("raw rows", f"{meta['raw_rows']:,}")
+    for reason, dropped in meta["dropped"].items():
+        table.add_row(f"dropped: {reason}", f"{dropped:,}")
+    table.add_row("users", f"{counts['users']:,}")
+    table.add_row("items", f"{counts['items']:,}")
+    table.add_row("interactions", f"{counts['interactions']:,}")
+    table.add_row("density", f"{counts['density']:.4%}")
+    for split, size in meta["splits"].items():
+        table.add_row(f"{split} events", f"{size:,}")
+    table.add_row("split", meta["config"]["split"])
+    console.print(table)
+    state = "reused" if result.reused else "written"
+    console.print(f"[bold]processed data ({state}):[/] {result.processed.path}")
+
+
+def render_metrics(metrics: dict[str, Any], title: str) -> None:
+    valid, test = metrics.get("valid", {}), metrics.get("test", {})
+    names = sorted(
+        {key.split("/", 1)[1] for key in [*valid, *test]},
+        key=lambda n: (n.split("@")[0], int(n.split("@")[1]) if "@" in n else 0),
+    )
+    table = Table(title=title, caption=f"protocol: {metrics['protocol']['description']}")
+    table.add_column("metric")
+    table.add_column("valid", justify="right")
+    table.add_column("test", justify="right")
+    for name in names:
+        table.add_row(name, _fmt(valid.get(f"val/{name}")), _fmt(test.get(f"test/{name}")))
+    console.print(table)
+    if "epochs" in metrics:
+        console.print(
+            f"epochs {metrics['epochs']} (best {metrics.get('best_epoch')}), "
+            f"{metrics['fit_seconds']:.1f} s, {metrics['seconds_per_epoch']:.2f} s/epoch, "
+            f"peak memory {metrics['peak_memory_mb']:.0f} MB"
+        )
+
+
+def render_summary(rows: list[dict[str, Any]]) -> None:
+    columns = [
+        c for c in rows[0] if c in ("run", "overrides", "epochs", "fit_seconds") or "ndcg@10" in c or "hr@10" in c
+    ]
+    table = Table(title="sweep summary")
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*[str(row.get(c, "")) for c in columns])
+    console.print(table)
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def main() -> None:
+    app()

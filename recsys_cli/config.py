@@ -1,0 +1,137 @@
+"""Composing Hydra configs from command-line overrides, run folders and sweep expansion.
+
+Typer owns the command line, so Hydra is used through its Compose API. That API has no run folders,
+no logging setup and no ``--multirun``; this module provides the three: :func:`compose_config`,
+:func:`make_run_dir` and :func:`expand_sweep` (built on Hydra's own overrides parser, so sweep
+syntax such as ``model=pop,sasrec seed=range(1,4)`` means what it means in Hydra).
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import shutil
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from recsys_cli.errors import RecsysError
+
+CONFIG_NAME = "config"
+
+
+def config_dir() -> Path:
+    """The folder of Hydra YAML: inside the installed package, or the repository's ``conf/``."""
+    packaged = Path(__file__).parent / "conf"
+    if packaged.is_dir():
+        return packaged
+    repo = Path(__file__).resolve().parents[1] / "conf"
+    if repo.is_dir():
+        return repo
+    raise RecsysError("recsys cannot find its config folder; reinstall the package (pip install recsys).")
+
+
+def group_options(group: str) -> list[str]:
+    """Names selectable for a config group, e.g. ``group_options('model') -> ['pop', 'sasrec']``."""
+    return sorted(p.stem for p in (config_dir() / group).glob("*.yaml"))
+
+
+def compose_config(overrides: list[str] | None = None) -> DictConfig:
+    """Compose ``conf/config.yaml`` with Hydra overrides; user mistakes become :class:`RecsysError`."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException, MissingConfigException
+    from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+
+    overrides = list(overrides or [])
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3", job_name="recsys"):
+            cfg = compose(config_name=CONFIG_NAME, overrides=overrides)
+    except MissingConfigException as exc:
+        raise RecsysError(_missing_option_message(str(exc))) from None
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise RecsysError(_override_message(str(exc))) from None
+    try:
+        OmegaConf.resolve(cfg)
+    except MissingMandatoryValue as exc:
+        key = getattr(exc, "full_key", "") or "a required key"
+        raise RecsysError(f"{key} is required for data={cfg.data.get('name', '?')}; pass {key}=<value>.") from None
+    except OmegaConfBaseException as exc:
+        raise RecsysError(f"config cannot be resolved: {_first_line(str(exc))}; check the overrides.") from None
+    return cfg
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else text
+
+
+def _missing_option_message(text: str) -> str:
+    match = re.search(r"Could not find '([\w-]+)/([^']+)'", text)
+    if match:
+        group, name = match.groups()
+        options = ", ".join(group_options(group)) or "none"
+        return f"unknown {group} '{name}'; choose one of: {options} (e.g. {group}={group_options(group)[0]})."
+    return f"{_first_line(text)}; check the config group names (data, model, trainer, logger)."
+
+
+def _override_message(text: str) -> str:
+    match = re.search(r"Key '([^']+)' is not in struct", text) or re.search(r"Could not override '([^']+)'", text)
+    if match:
+        return (
+            f"unknown config key '{match.group(1)}'; check its spelling, or add it with '+{match.group(1)}=...'"
+            " if it is meant to be new."
+        )
+    return f"bad override: {_first_line(text)}; overrides look like key=value (e.g. trainer.max_epochs=3)."
+
+
+def expand_sweep(overrides: list[str]) -> list[list[str]]:
+    """Expand Hydra sweep syntax into one override list per job (cartesian product, in order)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException as exc:
+        raise RecsysError(_override_message(str(exc))) from None
+    choices = []
+    for override in parsed:
+        if override.is_sweep_override():
+            key = override.get_key_element()
+            choices.append([f"{key}={value}" for value in override.sweep_string_iterator()])
+        else:
+            choices.append([override.input_line])
+    return [list(job) for job in itertools.product(*choices)]
+
+
+def run_name(cfg: DictConfig) -> str:
+    """``<time>_<model>_<data>`` unless ``run.name`` is set."""
+    if cfg.run.name:
+        return str(cfg.run.name)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")[:-3]
+    return f"{stamp}_{model_name(cfg)}_{cfg.data.name}"
+
+
+def model_name(cfg: DictConfig) -> str:
+    return str(cfg.model.name)
+
+
+def make_run_dir(cfg: DictConfig, parent: Path | None = None) -> Path:
+    """Create the run folder (under ``paths.runs_dir`` or ``parent``) and save the resolved config."""
+    root = Path(parent) if parent is not None else Path(cfg.paths.runs_dir)
+    run_dir = root / run_name(cfg)
+    if cfg.run.name and run_dir.exists():
+        shutil.rmtree(run_dir)  # a fixed name means "this run replaces the last one of that name"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    return run_dir
+
+
+def save_config(cfg: DictConfig, path: Path) -> None:
+    from recsys_cli.io import atomic_write_text
+
+    atomic_write_text(path, OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def to_container(cfg: DictConfig) -> dict[str, Any]:
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]

@@ -1,0 +1,8 @@
+"""Batch keys, defined once: datamodules produce them, models and the evaluation protocol read them."""
+
+HISTORY = "history"  # [B, L] item indices, left-padded with 0, most recent last
+NEXT_ITEMS = "next_items"  # [B, L] training target at each position (0 = no target)
+TARGETS = "targets"  # [B, T] held-out items to rank, padded with 0
+USERS = "users"  # [B] user indices
+SEEN_ROWS = "seen_rows"  # [M] batch row of each (row, item) pair the user already interacted with
+SEEN_ITEMS = "seen_items"  # [M] the item of that pair

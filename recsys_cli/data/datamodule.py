@@ -1,0 +1,198 @@
+"""Sequence datamodule: training windows and evaluation sets built once as tensors.
+
+Training: each user's training sequence is cut, from its end, into windows of ``max_len + 1`` items
+that overlap by one, so every training event but a user's first is a next-item target exactly once and
+a causal model learns from all positions of a window at once. An epoch is one pass over windows
+(about one per user on short histories), not over every prefix as in RecBole.
+
+Evaluation: for each user with held-out events in a split, the history is every earlier event (its
+last ``max_len`` fed to the model) and the targets are the held-out items of that split (one for
+leave-one-out, all of the user's events in the window for a temporal split). Batches are sliced from
+these tensors with ``__getitems__``, so no per-sample Python object is built.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from recsys_cli.data import batch as keys
+from recsys_cli.data.preprocess import TEST, TRAIN, VALID, Processed
+
+
+def last_window(flat: np.ndarray, starts: np.ndarray, ends: np.ndarray, length: int) -> np.ndarray:
+    """Rows of ``flat[start:end][-length:]`` left-padded with 0, for many (start, end) pairs at once."""
+    positions = ends[:, None] - length + np.arange(length)[None, :]
+    valid = positions >= starts[:, None]
+    out = np.zeros((len(ends), length), dtype=np.int64)
+    out[valid] = flat[positions[valid]]
+    return out
+
+
+def training_windows(items: np.ndarray, user_starts: np.ndarray, user_ends: np.ndarray, max_len: int) -> np.ndarray:
+    """Windows ``[N, max_len + 1]`` covering each user's sequence from the end, overlapping by one item."""
+    lengths = user_ends - user_starts
+    n_windows = np.where(lengths >= 2, np.ceil((lengths - 1) / max_len), 0).astype(np.int64)
+    owner = np.repeat(np.arange(len(lengths)), n_windows)
+    first_window = np.cumsum(n_windows) - n_windows
+    index_in_user = np.arange(len(owner)) - first_window[owner]
+    ends = user_ends[owner] - index_in_user * max_len
+    return last_window(items, user_starts[owner], ends, max_len + 1)
+
+
+def csr_rows(indptr: np.ndarray, values: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(batch_row, value) pairs of the CSR rows ``rows``: a vectorised ragged gather."""
+    starts, ends = indptr[rows], indptr[rows + 1]
+    counts = ends - starts
+    batch_row = np.repeat(np.arange(len(rows)), counts)
+    offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+    return batch_row, values[np.repeat(starts, counts) + offsets]
+
+
+def padded_rows(indptr: np.ndarray, values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """CSR rows as a right-padded matrix (0 = padding)."""
+    batch_row, vals = csr_rows(indptr, values, rows)
+    counts = indptr[rows + 1] - indptr[rows]
+    out = np.zeros((len(rows), max(1, int(counts.max(initial=0)))), dtype=np.int64)
+    column = np.arange(len(vals)) - np.repeat(np.cumsum(counts) - counts, counts)
+    out[batch_row, column] = vals
+    return out
+
+
+class WindowDataset(Dataset):
+    """Training windows; a batch of indices is sliced in one tensor operation."""
+
+    def __init__(self, windows: np.ndarray) -> None:
+        self.windows = torch.from_numpy(windows)
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return self.__getitems__([index])
+
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        window = self.windows[torch.as_tensor(indices)]
+        return {keys.HISTORY: window[:, :-1], keys.NEXT_ITEMS: window[:, 1:]}
+
+
+class EvalDataset(Dataset):
+    """Users to rank for one split: history, held-out targets and the items already seen."""
+
+    def __init__(
+        self,
+        users: np.ndarray,
+        history: np.ndarray,
+        target_indptr: np.ndarray,
+        target_items: np.ndarray,
+        seen_indptr: np.ndarray,
+        seen_items: np.ndarray,
+    ) -> None:
+        self.users = users
+        self.history = torch.from_numpy(history)
+        self.target_indptr, self.target_items = target_indptr, target_items
+        self.seen_indptr, self.seen_items = seen_indptr, seen_items
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return self.__getitems__([index])
+
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        rows = np.asarray(indices)
+        seen_rows, seen_items = csr_rows(self.seen_indptr, self.seen_items, rows)
+        return {
+            keys.USERS: torch.from_numpy(self.users[rows]),
+            keys.HISTORY: self.history[torch.from_numpy(rows)],
+            keys.TARGETS: torch.from_numpy(padded_rows(self.target_indptr, self.target_items, rows)),
+            keys.SEEN_ROWS: torch.from_numpy(seen_rows),
+            keys.SEEN_ITEMS: torch.from_numpy(seen_items.astype(np.int64)),
+        }
+
+
+def eval_set(users: np.ndarray, items: np.ndarray, split: np.ndarray, stage: int, max_len: int) -> EvalDataset:
+    """Evaluation users of ``stage``: history = events before it; for test, validation events count as history."""
+    history_mask = split < stage
+    target_mask = split == stage
+    n_users = int(users.max()) + 1
+    target_counts = np.bincount(users[target_mask], minlength=n_users)
+    eval_users = np.flatnonzero(target_counts)
+    hist_counts = np.bincount(users[history_mask], minlength=n_users)
+    hist_indptr = np.concatenate([[0], np.cumsum(hist_counts)])
+    hist_items = items[history_mask]  # rows are sorted by user then time, so masks keep the order
+    history = last_window(hist_items, hist_indptr[eval_users], hist_indptr[eval_users + 1], max_len)
+    t_indptr = np.concatenate([[0], np.cumsum(target_counts[eval_users])])
+    targets = items[target_mask]
+    # Compress the seen-item CSR to the evaluated users only.
+    _, seen = csr_rows(hist_indptr, hist_items, eval_users)
+    seen_indptr = np.concatenate([[0], np.cumsum(hist_counts[eval_users])])
+    return EvalDataset(eval_users, history, t_indptr, targets, seen_indptr, seen)
+
+
+def _identity(batch: Any) -> Any:
+    return batch
+
+
+class SequenceDataModule(pl.LightningDataModule):
+    """Turns a processed dataset into training windows and full-ranking evaluation sets."""
+
+    def __init__(
+        self,
+        processed: Processed,
+        max_len: int = 50,
+        batch_size: int = 256,
+        eval_batch_size: int = 1024,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        self.processed = processed
+        self.max_len = max_len
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.num_workers = num_workers
+        inter = processed.interactions
+        self.user_idx = inter["user_idx"].to_numpy().astype(np.int64)
+        self.item_idx = inter["item_idx"].to_numpy().astype(np.int64)
+        self.split = inter["split"].to_numpy()
+        self.n_items = processed.n_items
+        self._train: WindowDataset | None = None
+        self._eval: dict[int, EvalDataset] = {}
+
+    def train_item_counts(self) -> np.ndarray:
+        """Popularity in the training split, indexed by item index (0 = padding)."""
+        return np.bincount(self.item_idx[self.split == TRAIN], minlength=self.n_items + 1)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._train is None:
+            train = self.split == TRAIN
+            users, items = self.user_idx[train], self.item_idx[train]
+            counts = np.bincount(users, minlength=int(self.user_idx.max()) + 1)
+            ends = np.cumsum(counts)
+            self._train = WindowDataset(training_windows(items, ends - counts, ends, self.max_len))
+        for split in (VALID, TEST):
+            if split not in self._eval:
+                self._eval[split] = eval_set(self.user_idx, self.item_idx, self.split, split, self.max_len)
+
+    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            collate_fn=_identity,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self._train, self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self._eval[VALID], self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self._eval[TEST], self.eval_batch_size, shuffle=False)

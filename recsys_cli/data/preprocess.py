@@ -1,0 +1,324 @@
+"""Preprocessing: clean, filter, index and split interactions; write a processed folder once.
+
+Every step is a vectorised numpy/pandas operation, so the cost grows linearly with the input:
+drop rows with missing ids or times → drop exact duplicates → optional rating threshold (implicit
+feedback) → optional fixed item vocabulary (a checkpoint's) → iterative k-core → stable chronological
+sort → contiguous ids (0 is padding) → split. The processed folder holds ``interactions.parquet``
+(``user_idx, item_idx, timestamp, [rating], split, ...``), ``items.parquet``, ``users.parquet``, any
+extra tables, and ``meta.json`` (source, counts, config, fingerprint). It is reused while the input
+and the config are unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from recsys_cli.data.base import ITEM, RATING, TEXT, TIME, TITLE, USER, SourceData
+from recsys_cli.errors import RecsysError
+
+SCHEMA_VERSION = 1
+TRAIN, VALID, TEST = 0, 1, 2
+SPLIT_NAMES = {TRAIN: "train", VALID: "valid", TEST: "test"}
+
+
+@dataclass
+class PreprocessConfig:
+    rating_threshold: float | None = None
+    min_user_interactions: int = 0
+    min_item_interactions: int = 0
+    split: str = "leave_one_out"  # or "temporal"
+    valid_ratio: float = 0.1
+    test_ratio: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.split not in ("leave_one_out", "temporal"):
+            raise RecsysError(f"unknown split '{self.split}'; set data.split.kind=leave_one_out or temporal.")
+        if self.split == "temporal" and not (
+            0 < self.valid_ratio and 0 < self.test_ratio and self.valid_ratio + self.test_ratio < 1
+        ):
+            raise RecsysError(
+                "temporal split ratios must be positive and sum below 1; "
+                "set data.split.valid_ratio and data.split.test_ratio."
+            )
+
+
+@dataclass
+class Processed:
+    """A processed dataset held in memory (what the datamodule and predict consume)."""
+
+    path: Path
+    interactions: pd.DataFrame
+    items: pd.DataFrame
+    users: pd.DataFrame
+    meta: dict[str, Any]
+    extra: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+    @property
+    def n_items(self) -> int:
+        return int(self.meta["counts"]["items"])
+
+    @property
+    def n_users(self) -> int:
+        return int(self.meta["counts"]["users"])
+
+
+def fingerprint(source_fp: str, config: PreprocessConfig, item_vocab: list[str] | None) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    payload = {"source": source_fp, "config": config.__dict__, "schema": SCHEMA_VERSION}
+    digest.update(json.dumps(payload, sort_keys=True).encode())
+    if item_vocab is not None:
+        digest.update("\x1f".join(item_vocab).encode())
+    return digest.hexdigest()
+
+
+def normalise_text(values: pd.Series) -> pd.Series:
+    """Unicode NFKC, collapsed whitespace, stripped; missing becomes empty."""
+    text = values.fillna("").astype(str)
+    text = text.map(lambda s: unicodedata.normalize("NFKC", s)) if len(text) else text
+    return text.str.replace(r"\s+", " ", regex=True).str.strip()
+
+
+def _numeric_time(column: pd.Series) -> pd.Series:
+    if pd.api.types.is_numeric_dtype(column):
+        return column.astype("float64")
+    numeric = pd.to_numeric(column, errors="coerce")
+    bad = numeric.isna() & column.notna()
+    if not bad.any():
+        return numeric.astype("float64")
+    # Not numbers: accept ISO dates / datetimes, as seconds since the epoch.
+    dates = pd.to_datetime(column, errors="coerce", utc=True, format="mixed")
+    bad_dates = dates.isna() & column.notna()
+    if bad_dates.any():
+        example = column[bad_dates].iloc[0]
+        raise RecsysError(
+            f"timestamp column has non-numeric values (e.g. '{example}'); give numbers (epoch seconds) or "
+            "ISO dates, or map another column with data.source.columns.time."
+        )
+    seconds = (dates - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
+    return seconds.astype("float64")
+
+
+def kcore(users: np.ndarray, items: np.ndarray, min_user: int, min_item: int) -> np.ndarray:
+    """Iterative k-core: boolean mask of rows kept once every user and item meets its minimum."""
+    keep = np.ones(len(users), dtype=bool)
+    if min_user <= 1 and min_item <= 1:
+        return keep
+    n_users, n_items = int(users.max()) + 1, int(items.max()) + 1
+    while True:
+        user_counts = np.bincount(users[keep], minlength=n_users)
+        item_counts = np.bincount(items[keep], minlength=n_items)
+        bad = keep & ((user_counts[users] < min_user) | (item_counts[items] < min_item))
+        if not bad.any():
+            return keep
+        keep &= ~bad
+
+
+def split_labels(user_idx: np.ndarray, timestamps: np.ndarray, config: PreprocessConfig) -> np.ndarray:
+    """Per-row split (0 train, 1 valid, 2 test) for rows sorted by user then time."""
+    if config.split == "temporal":
+        t_valid, t_test = np.quantile(timestamps, [1 - config.valid_ratio - config.test_ratio, 1 - config.test_ratio])
+        labels = np.where(timestamps >= t_test, TEST, np.where(timestamps >= t_valid, VALID, TRAIN))
+        return labels.astype(np.int8)
+    # Leave-one-out by time: a user's last event is test, the one before is validation; users with
+    # fewer than 3 events have nothing to hold out and stay in training.
+    counts = np.bincount(user_idx)
+    ends = np.cumsum(counts)[user_idx]  # one past each row's user block
+    from_end = ends - 1 - np.arange(len(user_idx))
+    eligible = counts[user_idx] >= 3
+    labels = np.full(len(user_idx), TRAIN, dtype=np.int8)
+    labels[eligible & (from_end == 0)] = TEST
+    labels[eligible & (from_end == 1)] = VALID
+    return labels
+
+
+def preprocess(
+    data: SourceData, config: PreprocessConfig, item_vocab: list[str] | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """Clean, filter, index and split. Returns (interactions, items, users, stats)."""
+    frame = data.interactions
+    for column in (USER, ITEM, TIME):
+        if column not in frame.columns:
+            raise RecsysError(f"interactions have no '{column}' column; map it in data.source.columns.")
+    if len(frame) == 0:
+        raise RecsysError("the interaction data has no rows; check data.path.")
+    raw_rows = len(frame)
+    dropped: dict[str, int] = {}
+    time = _numeric_time(frame[TIME])
+    rating = pd.to_numeric(frame[RATING], errors="coerce") if RATING in frame.columns else None
+
+    missing = frame[USER].isna().to_numpy() | frame[ITEM].isna().to_numpy() | time.isna().to_numpy()
+    dropped["missing id or time"] = int(missing.sum())
+    # Ids are tokens: compare them as strings so "1" and 1 from different files agree.
+    user_str = frame[USER].astype(str).to_numpy()
+    item_str = frame[ITEM].astype(str).to_numpy()
+    user_codes, user_uniques = pd.factorize(user_str, sort=True)
+    item_codes, item_uniques = pd.factorize(item_str, sort=True)
+    keep = ~missing
+
+    key = pd.DataFrame({"u": user_codes, "i": item_codes, "t": time.to_numpy()})
+    if rating is not None:
+        key["r"] = rating.to_numpy()
+    duplicate = key.duplicated().to_numpy() & keep
+    dropped["exact duplicate"] = int(duplicate.sum())
+    keep &= ~duplicate
+
+    if config.rating_threshold is not None:
+        if rating is None:
+            raise RecsysError(
+                "data.preprocess.rating_threshold is set but the data has no rating column; "
+                "map one in data.source.columns.rating or set the threshold to null."
+            )
+        low = keep & ~(rating.to_numpy() >= config.rating_threshold)
+        dropped["below rating threshold"] = int(low.sum())
+        keep &= ~low
+
+    if item_vocab is not None:
+        known = np.isin(item_uniques, np.asarray(item_vocab, dtype=object))
+        unknown = keep & ~known[item_codes]
+        dropped["item not in vocabulary"] = int(unknown.sum())
+        keep &= ~unknown
+
+    rows = np.flatnonzero(keep)
+    core = kcore(user_codes[rows], item_codes[rows], config.min_user_interactions, config.min_item_interactions)
+    dropped["k-core"] = int((~core).sum())
+    rows = rows[core]
+    if len(rows) == 0:
+        raise RecsysError(
+            "no interactions left after filtering; lower data.preprocess.min_user_interactions / "
+            "min_item_interactions or the rating threshold."
+        )
+
+    # Contiguous ids in sorted-token order; 0 is kept for padding.
+    kept_users, user_idx = np.unique(user_codes[rows], return_inverse=True)
+    if item_vocab is None:
+        kept_items, item_idx = np.unique(item_codes[rows], return_inverse=True)
+        item_ids = item_uniques[kept_items].astype(str)
+        item_idx = item_idx + 1
+    else:
+        item_ids = np.asarray(item_vocab, dtype=object).astype(str)
+        position = pd.Index(item_ids).get_indexer(item_uniques[item_codes[rows]])
+        item_idx = position + 1
+    user_idx = user_idx + 1
+    timestamps = time.to_numpy()[rows]
+    order = np.lexsort((timestamps, user_idx))  # stable: ties keep their input order
+    rows, user_idx, item_idx, timestamps = rows[order], user_idx[order], item_idx[order], timestamps[order]
+
+    interactions = pd.DataFrame(
+        {
+            "user_idx": user_idx.astype(np.int32),
+            "item_idx": item_idx.astype(np.int32),
+            TIME: timestamps.astype(np.int64) if np.all(np.mod(timestamps, 1) == 0) else timestamps,
+        }
+    )
+    if rating is not None:
+        interactions[RATING] = rating.to_numpy()[rows].astype(np.float32)
+    for column in frame.columns:
+        if column not in (USER, ITEM, TIME, RATING):
+            interactions[column] = frame[column].to_numpy()[rows]
+    interactions["split"] = split_labels(user_idx, timestamps, config)
+
+    items = _item_table(item_ids, data.items)
+    users = pd.DataFrame(
+        {"user_idx": np.arange(1, len(kept_users) + 1, dtype=np.int32), USER: user_uniques[kept_users].astype(str)}
+    )
+    if data.users is not None and USER in data.users.columns:
+        side = data.users.assign(**{USER: data.users[USER].astype(str)}).drop_duplicates(USER)
+        users = users.merge(side, on=USER, how="left")
+
+    n_users, n_items, n_rows = len(users), len(items), len(interactions)
+    stats = {
+        "raw_rows": raw_rows,
+        "dropped": dropped,
+        "counts": {
+            "users": n_users,
+            "items": n_items,
+            "interactions": n_rows,
+            "density": n_rows / max(1, n_users * n_items),
+        },
+        "splits": {SPLIT_NAMES[k]: int((interactions["split"] == k).sum()) for k in SPLIT_NAMES},
+    }
+    return interactions, items, users, stats
+
+
+def _item_table(item_ids: np.ndarray, side: pd.DataFrame | None) -> pd.DataFrame:
+    items = pd.DataFrame({"item_idx": np.arange(1, len(item_ids) + 1, dtype=np.int32), ITEM: item_ids})
+    if side is not None and ITEM in side.columns:
+        side = side.assign(**{ITEM: side[ITEM].astype(str)}).drop_duplicates(ITEM, keep="last")
+        items = items.merge(side, on=ITEM, how="left")
+    for column in (TITLE, TEXT):
+        items[column] = normalise_text(items[column]) if column in items.columns else ""
+    return items
+
+
+def _write_folder(final: Path, tables: dict[str, pd.DataFrame], meta: dict[str, Any]) -> None:
+    """Write every table into a temporary sibling folder, then rename it into place."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        for name, table in tables.items():
+            table.to_parquet(tmp / f"{name}.parquet", index=False)
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_processed(path: Path) -> Processed:
+    meta = json.loads((path / "meta.json").read_text())
+    extra = {name: pd.read_parquet(path / f"{name}.parquet") for name in meta.get("extra_tables", [])}
+    return Processed(
+        path=path,
+        interactions=pd.read_parquet(path / "interactions.parquet"),
+        items=pd.read_parquet(path / "items.parquet"),
+        users=pd.read_parquet(path / "users.parquet"),
+        meta=meta,
+        extra=extra,
+    )
+
+
+def prepare(
+    name: str,
+    source: Any,
+    config: PreprocessConfig,
+    data_dir: str | os.PathLike,
+    item_vocab: list[str] | None = None,
+    force: bool = False,
+) -> tuple[Processed, bool]:
+    """Load the processed folder for this input and config, building it first if needed.
+
+    Returns the processed data and whether an existing folder was reused.
+    """
+    fp = fingerprint(source.fingerprint(), config, item_vocab)
+    folder = Path(data_dir) / "processed" / f"{name}-{fp[:12]}"
+    if not force and (folder / "meta.json").exists():
+        meta = json.loads((folder / "meta.json").read_text())
+        if meta.get("fingerprint") == fp:
+            return load_processed(folder), True
+    raw = source.load()
+    interactions, items, users, stats = preprocess(raw, config, item_vocab)
+    meta = {
+        "name": name,
+        "source": source.describe(),
+        "fingerprint": fp,
+        "source_fingerprint": source.fingerprint(),
+        "config": config.__dict__,
+        "schema": SCHEMA_VERSION,
+        "extra_tables": sorted(raw.extra),
+        **stats,
+    }
+    _write_folder(folder, {"interactions": interactions, "items": items, "users": users, **raw.extra}, meta)
+    return load_processed(folder), False

@@ -1,0 +1,405 @@
+"""Data sources: each reads one format into :class:`SourceData` with canonical column names.
+
+A source is chosen by ``data=<name>`` (its YAML's ``source._target_``) and located by ``data.path``
+(a file or a folder). Sources only read and rename; cleaning, filtering and splitting happen once, in
+:mod:`recsys_cli.data.preprocess`, for every format alike.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from recsys_cli.data.base import ITEM, RATING, TEXT, TIME, TITLE, USER, SourceData
+from recsys_cli.errors import RecsysError
+
+TABLE_FORMATS = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".txt": "tsv",
+    ".jsonl": "jsonl",
+    ".json": "jsonl",
+    ".parquet": "parquet",
+}
+
+
+class Source:
+    """Interface: ``load()`` reads the tables; ``fingerprint()`` identifies the input's content."""
+
+    def load(self) -> SourceData:
+        raise NotImplementedError
+
+    def fingerprint(self) -> str:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return type(self).__name__
+
+
+def _require_path(path: str | None, what: str) -> Path:
+    if path is None or str(path) == "":
+        raise RecsysError(f"no data path given for {what}; pass data.path=<file or folder>.")
+    resolved = Path(str(path)).expanduser()
+    if not resolved.exists():
+        raise RecsysError(f"data path '{resolved}' does not exist; pass data.path=<file or folder> for {what}.")
+    return resolved
+
+
+def hash_files(paths: list[Path], extra: Any = None) -> str:
+    """Content hash of input files (streamed blake2b) plus any parameters that change the reading."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(json.dumps(extra, sort_keys=True, default=str).encode())
+    for path in sorted(paths):
+        digest.update(path.name.encode())
+        with open(path, "rb") as handle:
+            while chunk := handle.read(1 << 22):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_columns(frame: pd.DataFrame, wanted: dict[str, str | None], where: str, config_key: str) -> None:
+    for role, column in wanted.items():
+        if column is not None and column not in frame.columns:
+            available = ", ".join(map(str, frame.columns[:20]))
+            raise RecsysError(
+                f"column '{column}' ({role}) not found in {where}; available: {available}; "
+                f"set {config_key}.{role}=<column>."
+            )
+
+
+class SyntheticSource(Source):
+    """The embedded default: a generated shop with intents, sessions and queries (no download)."""
+
+    def __init__(self, **params: Any) -> None:
+        self.params = params
+
+    def load(self) -> SourceData:
+        from recsys_cli.data.synthetic import generate_shop
+
+        params = dict(self.params)
+        for key in ("sessions_per_user", "session_length"):
+            if key in params:
+                params[key] = tuple(params[key])
+        return generate_shop(**params)
+
+    def fingerprint(self) -> str:
+        return hash_files([], {"synthetic": self.params, "version": 1})
+
+    def describe(self) -> str:
+        return f"synthetic shop ({self.params.get('n_users', '?')} users)"
+
+
+def read_atomic(path: Path) -> pd.DataFrame:
+    """Read a RecBole atomic file (tab-separated, header ``name:type``) keeping the bare names."""
+    try:
+        frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, na_values=[""], quoting=3)
+    except pd.errors.EmptyDataError:
+        raise RecsysError(f"'{path}' is empty; give a RecBole atomic file with a header line.") from None
+    names = [str(column).split(":")[0] for column in frame.columns]
+    types = {str(column).split(":")[0]: ([*str(column).split(":"), ""])[1] for column in frame.columns}
+    frame.columns = names
+    for name, kind in types.items():
+        if kind == "float":
+            frame[name] = pd.to_numeric(frame[name], errors="coerce")
+    return frame
+
+
+class RecBoleSource(Source):
+    """Any RecBole atomic dataset: ``<name>.inter`` with optional ``<name>.item`` / ``<name>.user``."""
+
+    def __init__(
+        self,
+        path: str | None,
+        dataset: str | None = None,
+        fields: dict[str, str | None] | None = None,
+        title_field: str | None = None,
+    ) -> None:
+        self.path = path
+        self.dataset = dataset
+        self.fields = dict(fields or {"user": "user_id", "item": "item_id", "time": "timestamp", "rating": "rating"})
+        self.title_field = title_field
+
+    def _files(self) -> dict[str, Path]:
+        root = _require_path(self.path, "a RecBole dataset")
+        if root.is_file():
+            inter, folder, stem = root, root.parent, root.stem
+        else:
+            candidates = sorted(root.glob(f"{self.dataset}.inter" if self.dataset else "*.inter"))
+            if len(candidates) != 1:
+                found = ", ".join(p.name for p in candidates) or "none"
+                raise RecsysError(
+                    f"expected one .inter file in '{root}', found {found}; set data.source.dataset=<name>."
+                )
+            inter, folder, stem = candidates[0], root, candidates[0].stem
+        files = {"inter": inter}
+        for kind in ("item", "user"):
+            side = folder / f"{stem}.{kind}"
+            if side.exists():
+                files[kind] = side
+        return files
+
+    def load(self) -> SourceData:
+        files = self._files()
+        raw = read_atomic(files["inter"])
+        wanted = {role: self.fields.get(role) for role in ("user", "item", "time", "rating")}
+        if wanted["rating"] not in raw.columns:
+            wanted["rating"] = None
+        _check_columns(raw, wanted, str(files["inter"]), "data.source.fields")
+        rename = {wanted["user"]: USER, wanted["item"]: ITEM, wanted["time"]: TIME}
+        if wanted["rating"]:
+            rename[wanted["rating"]] = RATING
+        interactions = raw.rename(columns=rename)
+        items = None
+        if "item" in files:
+            items = self._items(read_atomic(files["item"]), wanted["item"])
+        users = read_atomic(files["user"]).rename(columns={wanted["user"]: USER}) if "user" in files else None
+        return SourceData(interactions=interactions, items=items, users=users)
+
+    def _items(self, frame: pd.DataFrame, item_field: str) -> pd.DataFrame:
+        _check_columns(frame, {"item": item_field}, "the .item file", "data.source.fields")
+        frame = frame.rename(columns={item_field: ITEM})
+        title = self.title_field or next((c for c in frame.columns if "title" in c.lower() or c == "name"), None)
+        out = pd.DataFrame({ITEM: frame[ITEM]})
+        out[TITLE] = frame[title].fillna("") if title else ""
+        others = [c for c in frame.columns if c not in (ITEM, title)]
+        # Everything else about the item (year, genres, brand...) becomes its text for text-aware models.
+        out[TEXT] = frame[others].fillna("").astype(str).agg(" ".join, axis=1) if others else ""
+        return out
+
+    def fingerprint(self) -> str:
+        return hash_files(list(self._files().values()), {"fields": self.fields, "title": self.title_field})
+
+    def describe(self) -> str:
+        return f"RecBole atomic files at {self.path}"
+
+
+class MovieLensSource(Source):
+    """Raw GroupLens MovieLens: ml-100k (u.data/u.item), ml-1m (ratings.dat/movies.dat), ml-latest (CSV)."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+
+    def _variant(self) -> tuple[str, Path]:
+        root = _require_path(self.path, "MovieLens")
+        folder = root if root.is_dir() else root.parent
+        for variant, marker in (("ml-100k", "u.data"), ("ml-1m", "ratings.dat"), ("ml-latest", "ratings.csv")):
+            if (folder / marker).exists():
+                return variant, folder
+        raise RecsysError(
+            f"no MovieLens files in '{folder}' (looked for u.data, ratings.dat, ratings.csv); "
+            "point data.path at the unzipped MovieLens folder."
+        )
+
+    def load(self) -> SourceData:
+        variant, folder = self._variant()
+        names = [USER, ITEM, RATING, TIME]
+        if variant == "ml-100k":
+            inter = pd.read_csv(folder / "u.data", sep="\t", names=names, dtype=str)
+            items = self._ml100k_items(folder)
+        elif variant == "ml-1m":
+            inter = pd.read_csv(folder / "ratings.dat", sep="::", names=names, dtype=str, engine="python")
+            movies = folder / "movies.dat"
+            items = None
+            if movies.exists():
+                raw = pd.read_csv(
+                    movies, sep="::", names=[ITEM, TITLE, "genres"], dtype=str, engine="python", encoding="latin-1"
+                )
+                items = pd.DataFrame({ITEM: raw[ITEM], TITLE: raw[TITLE], TEXT: raw["genres"].str.replace("|", " ")})
+        else:
+            inter = pd.read_csv(folder / "ratings.csv", dtype=str).rename(
+                columns={"userId": USER, "movieId": ITEM, "rating": RATING, "timestamp": TIME}
+            )
+            movies = folder / "movies.csv"
+            items = None
+            if movies.exists():
+                raw = pd.read_csv(movies, dtype=str)
+                items = pd.DataFrame(
+                    {ITEM: raw["movieId"], TITLE: raw["title"], TEXT: raw["genres"].str.replace("|", " ")}
+                )
+        inter[RATING] = pd.to_numeric(inter[RATING], errors="coerce")
+        return SourceData(interactions=inter, items=items)
+
+    @staticmethod
+    def _ml100k_items(folder: Path) -> pd.DataFrame | None:
+        path = folder / "u.item"
+        if not path.exists():
+            return None
+        raw = pd.read_csv(path, sep="|", header=None, dtype=str, encoding="latin-1")
+        genre_names = [
+            "unknown",
+            "Action",
+            "Adventure",
+            "Animation",
+            "Children's",
+            "Comedy",
+            "Crime",
+            "Documentary",
+            "Drama",
+            "Fantasy",
+            "Film-Noir",
+            "Horror",
+            "Musical",
+            "Mystery",
+            "Romance",
+            "Sci-Fi",
+            "Thriller",
+            "War",
+            "Western",
+        ]
+        flags = raw.iloc[:, 5 : 5 + len(genre_names)].astype(int).to_numpy().astype(bool)
+        genres = [" ".join(g for g, on in zip(genre_names, row) if on) for row in flags]
+        return pd.DataFrame({ITEM: raw[0], TITLE: raw[1], TEXT: genres})
+
+    def fingerprint(self) -> str:
+        _, folder = self._variant()
+        files = [
+            p
+            for p in folder.iterdir()
+            if p.name in {"u.data", "u.item", "ratings.dat", "movies.dat", "ratings.csv", "movies.csv"}
+        ]
+        return hash_files(files)
+
+    def describe(self) -> str:
+        return f"MovieLens ({self._variant()[0]}) at {self.path}"
+
+
+def read_table(path: Path, fmt: str = "auto", sep: str | None = None) -> pd.DataFrame:
+    """Read CSV/TSV/JSONL/Parquet (format from the extension unless given) into a DataFrame."""
+    if fmt == "auto":
+        fmt = TABLE_FORMATS.get(path.suffix.lower(), "")
+        if not fmt:
+            raise RecsysError(
+                f"cannot tell the format of '{path}' from its extension; set data.source.format=csv|tsv|jsonl|parquet."
+            )
+    try:
+        if fmt in ("csv", "tsv"):
+            delimiter = sep or ("\t" if fmt == "tsv" else ",")
+            return pd.read_csv(path, sep=delimiter, engine="pyarrow")
+        if fmt == "jsonl":
+            return pd.read_json(path, lines=True, dtype=False)
+        if fmt == "parquet":
+            return pd.read_parquet(path)
+    except (pd.errors.EmptyDataError, ValueError) as exc:
+        if path.stat().st_size == 0:
+            raise RecsysError(f"'{path}' is empty; give a file with a header and rows.") from None
+        raise RecsysError(
+            f"cannot read '{path}' as {fmt}: {str(exc).splitlines()[0]}; check the file and format."
+        ) from None
+    except Exception as exc:  # pyarrow raises its own error types for malformed CSV
+        if path.stat().st_size == 0:
+            raise RecsysError(f"'{path}' is empty; give a file with a header and rows.") from None
+        raise RecsysError(
+            f"cannot read '{path}' as {fmt}: {str(exc).splitlines()[0]}; check the file and format."
+        ) from None
+    raise RecsysError(f"unknown table format '{fmt}'; use csv, tsv, jsonl, parquet or hf.")
+
+
+def _looks_like_hub_name(path: str) -> bool:
+    return not Path(path).exists() and path.count("/") == 1 and not path.startswith((".", "/", "~"))
+
+
+class TableSource(Source):
+    """Generic CSV/TSV/JSONL/Parquet (or a Hugging Face ``datasets`` name) with a column mapping."""
+
+    def __init__(
+        self,
+        path: str | None,
+        columns: dict[str, str | None],
+        format: str = "auto",
+        sep: str | None = None,
+        items_path: str | None = None,
+        item_columns: dict[str, str | None] | None = None,
+        hf_split: str = "train",
+    ) -> None:
+        self.path = path
+        self.columns = dict(columns)
+        self.format = format
+        self.sep = sep
+        self.items_path = items_path
+        self.item_columns = dict(item_columns or {})
+        self.hf_split = hf_split
+
+    def _is_hf(self) -> bool:
+        return self.format == "hf" or (
+            self.format == "auto" and self.path is not None and _looks_like_hub_name(str(self.path))
+        )
+
+    def _read(self) -> pd.DataFrame:
+        if self._is_hf():
+            return self._read_hf()
+        path = _require_path(self.path, "a table source")
+        if path.is_dir():
+            files = sorted(p for p in path.iterdir() if p.suffix.lower() in TABLE_FORMATS)
+            if not files:
+                raise RecsysError(f"no CSV/TSV/JSONL/Parquet files in '{path}'; point data.path at a file.")
+            return pd.concat([read_table(p, self.format, self.sep) for p in files], ignore_index=True)
+        return read_table(path, self.format, self.sep)
+
+    def _read_hf(self) -> pd.DataFrame:
+        import datasets
+
+        try:
+            dataset = datasets.load_dataset(str(self.path), split=self.hf_split)
+        except FileNotFoundError as exc:
+            raise RecsysError(
+                f"Hugging Face dataset '{self.path}' not found ({str(exc).splitlines()[0]}); "
+                "check the name or pass a local file as data.path."
+            ) from None
+        except Exception as exc:  # network, hub and builder errors all mean the same thing to the user
+            raise RecsysError(
+                f"cannot load Hugging Face dataset '{self.path}': {str(exc).splitlines()[0]}; "
+                "check the name and your connection, or pass a local file."
+            ) from None
+        return dataset.to_pandas()
+
+    def load(self) -> SourceData:
+        raw = self._read()
+        if raw.empty:
+            raise RecsysError(f"'{self.path}' has no rows; give a file with interactions.")
+        roles = {"user": USER, "item": ITEM, "time": TIME, "rating": RATING}
+        wanted = {role: self.columns.get(role) for role in roles}
+        _check_columns(raw, wanted, str(self.path), "data.source.columns")
+        rename = {column: roles[role] for role, column in wanted.items() if column is not None}
+        keep = list(rename)
+        item_text = self.columns.get("item_text")
+        interactions = raw[keep].rename(columns=rename)
+        items = None
+        if item_text:
+            _check_columns(raw, {"item_text": item_text}, str(self.path), "data.source.columns")
+            items = raw[[wanted["item"], item_text]].drop_duplicates(wanted["item"], keep="last")
+            items = pd.DataFrame({ITEM: items[wanted["item"]].to_numpy(), TITLE: items[item_text].to_numpy()})
+            items[TEXT] = items[TITLE]
+        if self.items_path:
+            items = self._read_items()
+        return SourceData(interactions=interactions, items=items)
+
+    def _read_items(self) -> pd.DataFrame:
+        path = _require_path(self.items_path, "the item table")
+        raw = read_table(path, "auto")
+        cols = {
+            "item": self.item_columns.get("item", self.columns.get("item")),
+            "title": self.item_columns.get("title"),
+            "text": self.item_columns.get("text"),
+        }
+        _check_columns(raw, cols, str(path), "data.source.item_columns")
+        items = pd.DataFrame({ITEM: raw[cols["item"]]})
+        items[TITLE] = raw[cols["title"]] if cols["title"] else ""
+        items[TEXT] = raw[cols["text"]] if cols["text"] else items[TITLE]
+        return items
+
+    def fingerprint(self) -> str:
+        params = {"columns": self.columns, "format": self.format, "sep": self.sep, "item_columns": self.item_columns}
+        if self._is_hf():
+            return hash_files([], {**params, "hf": str(self.path), "split": self.hf_split})
+        path = _require_path(self.path, "a table source")
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in TABLE_FORMATS) if path.is_dir() else [path]
+        if self.items_path:
+            files.append(_require_path(self.items_path, "the item table"))
+        return hash_files(files, params)
+
+    def describe(self) -> str:
+        return f"table {self.path}"

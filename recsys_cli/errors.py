@@ -1,0 +1,17 @@
+"""The user-facing error type: a problem the user caused and can fix.
+
+Library code raises :class:`RecsysError` with one line that names the problem and the fix; only the
+CLI turns it into output (``error: ...`` on stderr, exit code 2). Anything else is a bug.
+"""
+
+from __future__ import annotations
+
+EXIT_USER_ERROR = 2
+
+
+class RecsysError(Exception):
+    """A problem caused by the user's input, config or files; the message says how to fix it."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = " ".join(message.split())  # always one line

@@ -1,0 +1,57 @@
+"""The one recommender interface every model implements, turned into Lightning steps here.
+
+A model defines ``loss(batch)`` (training) and ``score_all(batch) -> [B, n_items + 1]`` (column 0 is
+padding); ``score(batch, item_ids)`` has a default built on ``score_all``. Validation and test steps
+only return scores: the evaluation protocol (:mod:`recsys_cli.evaluation.protocol`) ranks and measures,
+so no model has its own evaluation loop.
+"""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+
+from recsys_cli.data import batch as keys
+
+
+class Recommender(pl.LightningModule):
+    """Base class: ``n_items`` and ``max_len`` come from the data; the rest from ``conf/model``."""
+
+    def __init__(self, n_items: int, max_len: int, lr: float = 1e-3, weight_decay: float = 0.0) -> None:
+        super().__init__()
+        self.n_items = n_items
+        self.max_len = max_len
+        self.lr = lr
+        self.weight_decay = weight_decay
+
+    # --- the interface -------------------------------------------------------------------------
+    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def score_all(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def score(self, batch: dict[str, torch.Tensor], item_ids: torch.Tensor) -> torch.Tensor:
+        """Scores of given candidates ``item_ids [B, C]`` (sampled-ranking protocols use this)."""
+        return self.score_all(batch).gather(1, item_ids)
+
+    # --- Lightning plumbing shared by all models -------------------------------------------------
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self.loss(batch)
+        self.log(
+            "train/loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=batch[keys.HISTORY].shape[0]
+        )
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self.score_all(batch)
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self.score_all(batch)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        # No weight decay on biases, norms and embeddings' padding; decay only matrices (AdamW style).
+        decay = [p for p in self.parameters() if p.requires_grad and p.ndim >= 2]
+        no_decay = [p for p in self.parameters() if p.requires_grad and p.ndim < 2]
+        groups = [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        return torch.optim.AdamW(groups, lr=self.lr)

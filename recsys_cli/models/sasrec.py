@@ -1,0 +1,84 @@
+"""SASRec: self-attentive sequential recommendation (Kang & McAuley, ICDM 2018, arXiv:1808.09781).
+
+Causal self-attention over the last ``max_len`` items with learned positions; the output at each
+position predicts the next item by a dot product with the (shared) item embeddings. All positions of
+a window train at once. Loss ``ce``: full-softmax cross-entropy over every item (the stronger choice
+when the catalogue fits, cf. Klenitskiy & Vasilev 2023); ``bce``: the paper's binary cross-entropy
+with one uniformly sampled negative per position.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recsys_cli.data import batch as keys
+from recsys_cli.models.base import Recommender
+from recsys_cli.models.components import TransformerBlock, attention_mask, init_weights, sample_negatives
+
+LOSSES = ("ce", "bce")
+
+
+class SASRec(Recommender):
+    def __init__(
+        self,
+        n_items: int,
+        max_len: int,
+        hidden_size: int = 64,
+        num_layers: int = 2,
+        num_heads: int = 2,
+        inner_size: int = 256,
+        dropout: float = 0.2,
+        loss: str = "ce",
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+    ) -> None:
+        super().__init__(n_items=n_items, max_len=max_len, lr=lr, weight_decay=weight_decay)
+        if loss not in LOSSES:
+            from recsys_cli.errors import RecsysError
+
+            raise RecsysError(f"unknown SASRec loss '{loss}'; set model.loss to one of: {', '.join(LOSSES)}.")
+        self.save_hyperparameters()
+        self.loss_kind = loss
+        self.item_embedding = nn.Embedding(n_items + 1, hidden_size, padding_idx=0)
+        self.position_embedding = nn.Embedding(max_len, hidden_size)
+        self.dropout = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(
+            TransformerBlock(hidden_size, num_heads, inner_size, dropout) for _ in range(num_layers)
+        )
+        self.final_norm = nn.LayerNorm(hidden_size)
+        self.apply(init_weights)
+
+    def encode(self, history: torch.Tensor) -> torch.Tensor:
+        """Hidden state at every position, ``[B, L, H]``."""
+        positions = torch.arange(history.shape[1], device=history.device)
+        x = self.dropout(self.item_embedding(history) + self.position_embedding(positions))
+        mask = attention_mask(history, causal=True)
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.final_norm(x)
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        history, next_items = batch[keys.HISTORY], batch[keys.NEXT_ITEMS]
+        has_target = next_items > 0
+        hidden = self.encode(history)[has_target]  # only positions with a next item cost anything
+        targets = next_items[has_target]
+        if self.loss_kind == "ce":
+            logits = hidden @ self.item_embedding.weight.T
+            logits[:, 0] = -torch.inf
+            return F.cross_entropy(logits, targets)
+        negatives = sample_negatives(targets, self.n_items).squeeze(-1)
+        pos = (hidden * self.item_embedding(targets)).sum(-1)
+        neg = (hidden * self.item_embedding(negatives)).sum(-1)
+        return F.binary_cross_entropy_with_logits(pos, torch.ones_like(pos)) + F.binary_cross_entropy_with_logits(
+            neg, torch.zeros_like(neg)
+        )
+
+    def score_all(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        last = self.encode(batch[keys.HISTORY])[:, -1]
+        return last @ self.item_embedding.weight.T
+
+    def score(self, batch: dict[str, torch.Tensor], item_ids: torch.Tensor) -> torch.Tensor:
+        last = self.encode(batch[keys.HISTORY])[:, -1]
+        return (self.item_embedding(item_ids) * last.unsqueeze(1)).sum(-1)

@@ -1,0 +1,1 @@
+"""What each CLI command calls: ``run(...) -> Result``. Tests call these directly."""

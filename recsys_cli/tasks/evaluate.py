@@ -1,0 +1,85 @@
+"""`recsys eval`: recompute validation and test metrics of a checkpoint (optionally on other data)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from recsys_cli.checkpoint import KEY, build_module, load_checkpoint
+from recsys_cli.config import compose_config
+from recsys_cli.io import atomic_write_json
+
+
+@dataclass
+class EvalResult:
+    metrics: dict[str, Any]
+    output: Path
+
+
+def merge_overrides(base: list[str], extra: list[str]) -> list[str]:
+    """Later overrides of the same key replace earlier ones (Hydra rejects a group chosen twice)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    merged: dict[str, str] = {}
+    for line in [*base, *extra]:
+        merged[parser.parse_override(line).get_key_element().lstrip("+~")] = line
+    return list(merged.values())
+
+
+def run_dir_of(checkpoint: Path) -> Path:
+    return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
+
+
+def run(
+    checkpoint_path: str | Path, overrides: list[str] | None = None, output: str | Path | None = None
+) -> EvalResult:
+    from recsys_cli.data.datamodule import SequenceDataModule
+    from recsys_cli.data.preprocess import fingerprint
+    from recsys_cli.evaluation.protocol import RankingEvaluator
+    from recsys_cli.tasks.preprocess import build_source, prepare_data, preprocess_config
+    from recsys_cli.tasks.train import build_trainer, protocol_for
+
+    checkpoint_path = Path(checkpoint_path)
+    checkpoint = load_checkpoint(checkpoint_path, kind="recommender")
+    meta = checkpoint[KEY]
+    if overrides:
+        cfg = compose_config(merge_overrides(meta.get("overrides", []), list(overrides)))
+    else:
+        cfg = OmegaConf.create(meta["config"])
+    model = build_module(checkpoint)
+    # Another dataset (or another version of it) is read through the checkpoint's item vocabulary, so
+    # item indices mean what the model learned; events on unknown items are dropped and counted.
+    same_data = (
+        fingerprint(build_source(cfg.data).fingerprint(), preprocess_config(cfg.data), None)
+        == meta["data"]["fingerprint"]
+    )
+    vocab = None if same_data else meta["data"]["item_ids"][1:]
+    processed = prepare_data(cfg, item_vocab=vocab).processed
+    datamodule = SequenceDataModule(
+        processed,
+        max_len=model.max_len,
+        eval_batch_size=int(cfg.data.eval_batch_size),
+        num_workers=int(cfg.data.num_workers),
+    )
+    evaluator = RankingEvaluator(ks=list(cfg.eval.ks), mask_history=bool(cfg.eval.mask_history))
+    # Evaluation always covers every user, whatever batch limits the training run used.
+    trainer = build_trainer(cfg, [evaluator], logger=False, run_dir=None, limit_val_batches=1.0, limit_test_batches=1.0)
+    trainer.validate(model, datamodule=datamodule, verbose=False)
+    trainer.test(model, datamodule=datamodule, verbose=False)
+    metrics = {
+        "checkpoint": str(checkpoint_path),
+        "model": str(cfg.model.name),
+        "data": str(cfg.data.name),
+        "same_data_as_training": same_data,
+        "dropped": processed.meta.get("dropped", {}),
+        "protocol": protocol_for(cfg, processed, model.max_len),
+        "valid": evaluator.results.get("val", {}),
+        "test": evaluator.results.get("test", {}),
+    }
+    output = Path(output) if output else run_dir_of(checkpoint_path) / "eval" / "metrics.json"
+    atomic_write_json(output, metrics)
+    return EvalResult(metrics=metrics, output=output)

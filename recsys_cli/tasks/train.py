@@ -1,0 +1,248 @@
+"""`recsys train`: data → datamodule → model → Lightning fit → best checkpoint → validation and test.
+
+Also ``--multirun``: one run folder per job of a sweep and a summary table comparing the jobs.
+"""
+
+from __future__ import annotations
+
+import resource
+import shutil
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from recsys_cli.config import compose_config, make_run_dir, run_name, save_config, to_container
+from recsys_cli.errors import RecsysError
+from recsys_cli.io import atomic_write_json, atomic_write_text
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    metrics: dict[str, Any]
+    overrides: list[str] = field(default_factory=list)
+
+    @property
+    def best_checkpoint(self) -> Path:
+        return self.run_dir / "checkpoints" / "best.ckpt"
+
+
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def build_model(cfg: DictConfig, n_items: int, max_len: int) -> Any:
+    """Instantiate ``cfg.model`` (minus its ``name``) with the sizes that come from the data."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    params = {key: value for key, value in cfg.model.items() if key != "name"}
+    try:
+        return instantiate(params, n_items=n_items, max_len=max_len, _convert_="all")
+    except InstantiationException as exc:
+        if isinstance(exc.__cause__, RecsysError):
+            raise exc.__cause__ from None
+        raise RecsysError(
+            f"cannot build model={cfg.model.name}: {str(exc).splitlines()[0]}; check the model.* keys."
+        ) from None
+
+
+def build_trainer(cfg: DictConfig, callbacks: list[Any], logger: Any, run_dir: Path | None, **overrides: Any) -> Any:
+    from hydra.utils import instantiate
+
+    from recsys_cli.checkpoint import AtomicCheckpointIO
+
+    kwargs: dict[str, Any] = {"callbacks": callbacks, "logger": logger, "plugins": [AtomicCheckpointIO()], **overrides}
+    if run_dir is not None:
+        kwargs["default_root_dir"] = str(run_dir)
+    return instantiate(cfg.trainer, **kwargs)
+
+
+def protocol_for(cfg: DictConfig, processed: Any, max_len: int) -> dict[str, Any]:
+    from recsys_cli.evaluation.protocol import Protocol
+
+    pre = processed.meta["config"]
+    filters = []
+    if pre.get("rating_threshold") is not None:
+        filters.append(f"rating >= {pre['rating_threshold']}")
+    if pre.get("min_user_interactions", 0) > 1 or pre.get("min_item_interactions", 0) > 1:
+        filters.append(f"k-core users>={pre['min_user_interactions']} items>={pre['min_item_interactions']}")
+    protocol = Protocol(
+        split=pre["split"],
+        mask_history=bool(cfg.eval.mask_history),
+        max_len=max_len,
+        filters=", ".join(filters) or "no filters",
+    )
+    return {
+        **protocol.__dict__,
+        "ks": list(cfg.eval.ks),
+        "description": protocol.describe(),
+        "dataset": processed.meta["name"],
+        "fingerprint": processed.meta["fingerprint"],
+        "users": processed.n_users,
+        "items": processed.n_items,
+    }
+
+
+def checkpoint_metadata(
+    cfg: DictConfig, processed: Any, datamodule: Any, protocol: dict[str, Any], overrides: list[str]
+) -> dict[str, Any]:
+    """What a checkpoint must carry so that eval and predict need nothing but the file."""
+    import numpy as np
+    import torch
+
+    from recsys_cli import __version__
+
+    user_idx = datamodule.user_idx
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(user_idx, minlength=processed.n_users + 1))])
+    items = processed.items
+    return {
+        "kind": "recommender",
+        "version": __version__,
+        "config": to_container(cfg),
+        "overrides": list(overrides),
+        "protocol": protocol,
+        "data": {
+            "name": processed.meta["name"],
+            "fingerprint": processed.meta["fingerprint"],
+            "user_ids": ["", *processed.users["user_id"].tolist()],
+            "item_ids": ["", *items["item_id"].tolist()],
+            "item_titles": ["", *items["title"].fillna("").tolist()],
+            "item_popularity": torch.from_numpy(datamodule.train_item_counts().astype(np.float32)),
+            "history_indptr": torch.from_numpy(indptr.astype(np.int64)),
+            "history_items": torch.from_numpy(datamodule.item_idx.astype(np.int32)),
+        },
+    }
+
+
+def run(cfg: DictConfig, run_dir: Path | None = None, overrides: list[str] | None = None) -> TrainResult:
+    """Train one model as configured and return its run folder and metrics."""
+    import pytorch_lightning as pl
+    from hydra.utils import instantiate
+    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+
+    from recsys_cli.checkpoint import CheckpointMetadata
+    from recsys_cli.data.datamodule import SequenceDataModule
+    from recsys_cli.evaluation.protocol import RankingEvaluator
+    from recsys_cli.tasks.preprocess import prepare_data
+
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    prepared = prepare_data(cfg)
+    processed = prepared.processed
+    max_len = int(cfg.data.max_len)
+    datamodule = SequenceDataModule(
+        processed,
+        max_len=max_len,
+        batch_size=int(cfg.data.batch_size),
+        eval_batch_size=int(cfg.data.eval_batch_size),
+        num_workers=int(cfg.data.num_workers),
+    )
+    model = build_model(cfg, n_items=processed.n_items, max_len=max_len)
+    if run_dir is None:
+        run_dir = make_run_dir(cfg)
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+
+    protocol = protocol_for(cfg, processed, max_len)
+    evaluator = RankingEvaluator(ks=list(cfg.eval.ks), mask_history=bool(cfg.eval.mask_history))
+    checkpoints = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints",
+        filename="best",
+        monitor=cfg.train.monitor,
+        mode=cfg.train.mode,
+        save_top_k=1,
+        save_last=True,
+        auto_insert_metric_name=False,
+    )
+    stopper = EarlyStopping(monitor=cfg.train.monitor, mode=cfg.train.mode, patience=int(cfg.train.patience))
+    metadata = CheckpointMetadata(checkpoint_metadata(cfg, processed, datamodule, protocol, overrides or []))
+    logger = instantiate(cfg.logger, save_dir=str(run_dir)) if cfg.logger.get("_target_") else False
+    trainer = build_trainer(cfg, [evaluator, metadata, checkpoints, stopper], logger, run_dir)
+
+    start = time.perf_counter()
+    trainer.fit(model, datamodule=datamodule)
+    fit_seconds = time.perf_counter() - start
+    epochs = trainer.current_epoch
+    best_path = checkpoints.best_model_path or checkpoints.last_model_path
+    if not best_path:
+        raise RecsysError(
+            f"training produced no checkpoint (is {cfg.train.monitor} logged?); "
+            "check train.monitor and trainer.limit_val_batches."
+        )
+    best_epoch = _checkpoint_epoch(best_path)
+    trainer.validate(model, datamodule=datamodule, ckpt_path=best_path, verbose=False)
+    trainer.test(model, datamodule=datamodule, ckpt_path=best_path, verbose=False)
+    if trainer.global_rank != 0:
+        return TrainResult(run_dir=run_dir, metrics={}, overrides=list(overrides or []))
+    if Path(best_path).name != "best.ckpt":
+        shutil.copyfile(best_path, checkpoints.dirpath + "/best.ckpt")
+    metrics = {
+        "model": str(cfg.model.name),
+        "data": str(cfg.data.name),
+        "seed": int(cfg.seed),
+        "protocol": protocol,
+        "valid": evaluator.results.get("val", {}),
+        "test": evaluator.results.get("test", {}),
+        "epochs": epochs,
+        "best_epoch": best_epoch,
+        "fit_seconds": round(fit_seconds, 3),
+        "seconds_per_epoch": round(fit_seconds / max(1, epochs), 3),
+        "peak_memory_mb": round(peak_memory_mb(), 1),
+        "checkpoint": str(run_dir / "checkpoints" / "best.ckpt"),
+        "processed_data": str(processed.path),
+        "overrides": list(overrides or []),
+    }
+    atomic_write_json(run_dir / "metrics.json", metrics)
+    return TrainResult(run_dir=run_dir, metrics=metrics, overrides=list(overrides or []))
+
+
+def _checkpoint_epoch(path: str) -> int | None:
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=True).get("epoch")
+
+
+def sweep(jobs: list[list[str]]) -> tuple[Path, list[TrainResult]]:
+    """Run every job of a ``--multirun`` sweep in its own folder; write summary.csv / summary.json."""
+    configs = [compose_config(job) for job in jobs]  # fail on a bad job before any training starts
+    root = Path(configs[0].paths.runs_dir) / "multirun" / datetime.now().strftime("%Y%m%d-%H%M%S")
+    results = []
+    for index, (job, cfg) in enumerate(zip(jobs, configs)):
+        job_dir = root / f"{index:03d}_{run_name(cfg) if cfg.run.name else f'{cfg.model.name}_{cfg.data.name}'}"
+        results.append(run(cfg, run_dir=job_dir, overrides=job))
+    rows = [summary_row(result) for result in results]
+    atomic_write_json(root / "summary.json", rows)
+    header = list(rows[0])
+    lines = [",".join(header)] + [",".join(_csv_cell(row.get(column)) for column in header) for row in rows]
+    atomic_write_text(root / "summary.csv", "\n".join(lines) + "\n")
+    return root, results
+
+
+def summary_row(result: TrainResult) -> dict[str, Any]:
+    metrics = result.metrics
+    row: dict[str, Any] = {
+        "run": result.run_dir.name,
+        "overrides": " ".join(result.overrides),
+        "model": metrics.get("model"),
+        "data": metrics.get("data"),
+        "seed": metrics.get("seed"),
+    }
+    row.update({key: round(value, 5) for key, value in metrics.get("valid", {}).items()})
+    row.update({key: round(value, 5) for key, value in metrics.get("test", {}).items()})
+    row.update({"epochs": metrics.get("epochs"), "fit_seconds": metrics.get("fit_seconds")})
+    return row
+
+
+def _csv_cell(value: Any) -> str:
+    text = "" if value is None else str(value)
+    return f'"{text}"' if ("," in text or " " in text) else text
+
+
+def compose_and_run(overrides: list[str]) -> TrainResult:
+    return run(compose_config(overrides), overrides=overrides)
