@@ -54,11 +54,14 @@ def compose_config(overrides: list[str] | None = None) -> DictConfig:
         raise RecsysError(_override_message(str(exc))) from None
     try:
         OmegaConf.resolve(cfg)
+        missing = sorted(OmegaConf.missing_keys(cfg), key=len)
     except MissingMandatoryValue as exc:
-        key = getattr(exc, "full_key", "") or "a required key"
-        raise RecsysError(f"{key} is required for data={cfg.data.get('name', '?')}; pass {key}=<value>.") from None
+        found = re.search(r"Missing mandatory value: ([\w.]+)", str(exc))
+        missing = [found.group(1) if found else "a required key"]
     except OmegaConfBaseException as exc:
         raise RecsysError(f"config cannot be resolved: {_first_line(str(exc))}; check the overrides.") from None
+    if missing:
+        raise RecsysError(f"{missing[0]} is required for data={cfg.data.get('name', '?')}; pass {missing[0]}=<value>.")
     return cfg
 
 

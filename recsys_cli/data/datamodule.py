@@ -77,7 +77,9 @@ class WindowDataset(Dataset):
 
     def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
         window = self.windows[torch.as_tensor(indices)]
-        return {keys.HISTORY: window[:, :-1], keys.NEXT_ITEMS: window[:, 1:]}
+        history = window[:, :-1]
+        # A user's first event has no history to predict it from: it is input only, never a target.
+        return {keys.HISTORY: history, keys.NEXT_ITEMS: window[:, 1:] * (history > 0)}
 
 
 class EvalDataset(Dataset):

@@ -145,7 +145,7 @@ def run(
             rows = np.arange(begin, min(begin + batch_size, len(requests)))
             starts, ends = indptr[rows], indptr[rows + 1]
             history = torch.from_numpy(last_window(items, starts, ends, model.max_len))
-            scores = model.score_all({keys.HISTORY: history}).float()
+            scores = model.score_all({keys.HISTORY: history}).to(torch.float32, copy=True)
             cold = torch.from_numpy(ends == starts)
             scores[cold] = popularity
             scores[:, 0] = -torch.inf
