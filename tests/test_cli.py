@@ -45,8 +45,9 @@ def test_preprocess_train_eval_predict(tiny, tmp_path):
     users = tmp_path / "users.csv"
     pd.DataFrame({"user_id": ["u00001", "u00002", "nobody"]}).to_csv(users, index=False)
     out = tmp_path / "recs.jsonl"
-    result = invoke("predict", "--checkpoint", run / "checkpoints/best.ckpt", "--input", users, "--output", out,
-                    "--top-k", 5)
+    result = invoke(
+        "predict", "--checkpoint", run / "checkpoints/best.ckpt", "--input", users, "--output", out, "--top-k", 5
+    )
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["user_id"] for r in rows] == ["u00001", "u00002", "nobody"]

@@ -56,7 +56,7 @@ def test_sweep_expansion_is_a_cartesian_product_in_order():
 
 
 def test_config_is_strict_about_unknown_keys_and_names():
-    with pytest.raises(RecsysError, match="unknown config key 'model.hiden_size'"):
+    with pytest.raises(RecsysError, match=r"unknown config key 'model.hiden_size'"):
         compose_config(["model.hiden_size=3"])
     with pytest.raises(RecsysError, match="unknown model 'bert'; choose one of: pop, sasrec"):
         compose_config(["model=bert"])

@@ -23,8 +23,17 @@ def test_ml100k_preprocess_counts_and_split(workdir):
 
 def test_ml100k_pop_trains_evaluates_and_predicts_for_all_users(workdir, tmp_path):
     path = shared_dataset("ml-100k")
-    cfg = compose_config([*workdir, "data=ml100k", f"data.path={path}", "model=pop", "logger=none",
-                          "trainer.enable_progress_bar=false", "eval.mask_history=true"])
+    cfg = compose_config(
+        [
+            *workdir,
+            "data=ml100k",
+            f"data.path={path}",
+            "model=pop",
+            "logger=none",
+            "trainer.enable_progress_bar=false",
+            "eval.mask_history=true",
+        ]
+    )
     result = train.run(cfg)
     test = result.metrics["test"]
     # Popularity on ML-100K leave-one-out with history masked lands in the 0.03-0.05 NDCG@10 band

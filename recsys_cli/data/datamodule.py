@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from recsys_cli.data import batch as keys
 from recsys_cli.data.preprocess import TEST, TRAIN, VALID, Processed
@@ -33,14 +33,22 @@ def last_window(flat: np.ndarray, starts: np.ndarray, ends: np.ndarray, length: 
     return out
 
 
-def training_windows(items: np.ndarray, user_starts: np.ndarray, user_ends: np.ndarray, max_len: int) -> np.ndarray:
-    """Windows ``[N, max_len + 1]`` covering each user's sequence from the end, overlapping by one item."""
+def training_windows(
+    items: np.ndarray, user_starts: np.ndarray, user_ends: np.ndarray, max_len: int, stride: int | None = None
+) -> np.ndarray:
+    """Windows ``[N, max_len + 1]`` ending every ``stride`` items from each user's last event backwards.
+
+    With ``stride == max_len`` (default) windows overlap by one item; with a shorter stride the last
+    ``stride`` next-item positions of each window are its targets (:class:`WindowDataset`), so every
+    event is still a target once per epoch but sees at least ``max_len - stride`` items of history.
+    """
+    stride = max_len if stride is None else stride
     lengths = user_ends - user_starts
-    n_windows = np.where(lengths >= 2, np.ceil((lengths - 1) / max_len), 0).astype(np.int64)
+    n_windows = np.where(lengths >= 2, np.ceil((lengths - 1) / stride), 0).astype(np.int64)
     owner = np.repeat(np.arange(len(lengths)), n_windows)
     first_window = np.cumsum(n_windows) - n_windows
     index_in_user = np.arange(len(owner)) - first_window[owner]
-    ends = user_ends[owner] - index_in_user * max_len
+    ends = user_ends[owner] - index_in_user * stride
     return last_window(items, user_starts[owner], ends, max_len + 1)
 
 
@@ -64,10 +72,16 @@ def padded_rows(indptr: np.ndarray, values: np.ndarray, rows: np.ndarray) -> np.
 
 
 class WindowDataset(Dataset):
-    """Training windows; a batch of indices is sliced in one tensor operation."""
+    """Training windows; a batch of indices is sliced in one tensor operation.
 
-    def __init__(self, windows: np.ndarray) -> None:
+    Only the last ``stride`` next-item positions of a window are targets (all of them by default).
+    """
+
+    def __init__(self, windows: np.ndarray, stride: int | None = None) -> None:
         self.windows = torch.from_numpy(windows)
+        length = self.windows.shape[1] - 1
+        stride = length if stride is None else stride
+        self.target_columns = torch.arange(length) >= length - stride
 
     def __len__(self) -> int:
         return len(self.windows)
@@ -79,7 +93,43 @@ class WindowDataset(Dataset):
         window = self.windows[torch.as_tensor(indices)]
         history = window[:, :-1]
         # A user's first event has no history to predict it from: it is input only, never a target.
-        return {keys.HISTORY: history, keys.NEXT_ITEMS: window[:, 1:] * (history > 0)}
+        return {keys.HISTORY: history, keys.NEXT_ITEMS: window[:, 1:] * ((history > 0) & self.target_columns)}
+
+
+class LengthGroupedSampler(Sampler[int]):
+    """Shuffled order in which consecutive ``batch_size`` indices have similar lengths.
+
+    Indices are shuffled, cut into chunks of ``batch_size * group_batches``, sorted by length inside
+    each chunk and cut into batches whose order is shuffled again (as Hugging Face's
+    ``group_by_length``). Models trim the padding a batch shares, so batches of similar length cost
+    what their items cost rather than ``max_len``. It is a plain index sampler: under DDP Lightning
+    wraps it in a distributed sampler that keeps the order per rank. Seeded; the epoch reshuffles.
+    """
+
+    def __init__(self, lengths: np.ndarray, batch_size: int, seed: int = 0, group_batches: int = 50) -> None:
+        self.lengths = np.asarray(lengths)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.group_batches = group_batches
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(len(self.lengths))
+        chunk = self.batch_size * self.group_batches
+        batches = []
+        for begin in range(0, len(order), chunk):
+            part = order[begin : begin + chunk]
+            part = part[np.argsort(-self.lengths[part], kind="stable")]
+            batches.extend(np.array_split(part, range(self.batch_size, len(part), self.batch_size)))
+        for index in rng.permutation(len(batches)):
+            yield from batches[index].tolist()
 
 
 class EvalDataset(Dataset):
@@ -150,8 +200,21 @@ class SequenceDataModule(pl.LightningDataModule):
         batch_size: int = 256,
         eval_batch_size: int = 1024,
         num_workers: int = 0,
+        group_by_length: bool = True,
+        seed: int = 0,
+        window_stride: int | None = None,
     ) -> None:
         super().__init__()
+        if window_stride is not None and not 1 <= window_stride <= max_len:
+            from recsys_cli.errors import RecsysError
+
+            raise RecsysError(
+                f"data.window_stride={window_stride} must be between 1 and data.max_len={max_len}; "
+                "use null for max_len."
+            )
+        self.window_stride = window_stride
+        self.group_by_length = group_by_length
+        self.seed = seed
         self.processed = processed
         self.max_len = max_len
         self.batch_size = batch_size
@@ -175,23 +238,29 @@ class SequenceDataModule(pl.LightningDataModule):
             users, items = self.user_idx[train], self.item_idx[train]
             counts = np.bincount(users, minlength=int(self.user_idx.max()) + 1)
             ends = np.cumsum(counts)
-            self._train = WindowDataset(training_windows(items, ends - counts, ends, self.max_len))
+            windows = training_windows(items, ends - counts, ends, self.max_len, self.window_stride)
+            self._train = WindowDataset(windows, self.window_stride)
         for split in (VALID, TEST):
             if split not in self._eval:
                 self._eval[split] = eval_set(self.user_idx, self.item_idx, self.split, split, self.max_len)
 
-    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool, sampler: Sampler | None = None) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             collate_fn=_identity,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self._train, self.batch_size, shuffle=True)
+        if not self.group_by_length:
+            return self._loader(self._train, self.batch_size, shuffle=True)
+        lengths = (self._train.windows > 0).sum(1).numpy()
+        sampler = LengthGroupedSampler(lengths, self.batch_size, seed=self.seed)
+        return self._loader(self._train, self.batch_size, shuffle=False, sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self._eval[VALID], self.eval_batch_size, shuffle=False)

@@ -21,6 +21,17 @@ def attention_mask(history: torch.Tensor, causal: bool = True) -> torch.Tensor:
     return allowed | torch.eye(length, dtype=torch.bool, device=history.device)
 
 
+def trim_padding(history: torch.Tensor, *aligned: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Drop the leading columns that are padding in every row of a left-padded ``history [B, L]``.
+
+    Attention never looks at padding keys, so the result is the same; the cost falls with the batch's
+    longest history instead of ``max_len``. ``aligned`` tensors (e.g. next-item targets) are cut alike.
+    """
+    real = (history > 0).any(0)
+    start = int(real.int().argmax()) if bool(real.any()) else history.shape[1] - 1
+    return tuple(t[:, start:] for t in (history, *aligned))
+
+
 class SelfAttention(nn.Module):
     def __init__(self, hidden_size: int, num_heads: int, dropout: float) -> None:
         super().__init__()

@@ -15,7 +15,13 @@ from torch import nn
 
 from recsys_cli.data import batch as keys
 from recsys_cli.models.base import Recommender
-from recsys_cli.models.components import TransformerBlock, attention_mask, init_weights, sample_negatives
+from recsys_cli.models.components import (
+    TransformerBlock,
+    attention_mask,
+    init_weights,
+    sample_negatives,
+    trim_padding,
+)
 
 LOSSES = ("ce", "bce")
 
@@ -51,8 +57,13 @@ class SASRec(Recommender):
         self.apply(init_weights)
 
     def encode(self, history: torch.Tensor) -> torch.Tensor:
-        """Hidden state at every position, ``[B, L, H]``."""
-        positions = torch.arange(history.shape[1], device=history.device)
+        """Hidden state at every position, ``[B, L, H]``.
+
+        Histories are left-padded, so position ``max_len - 1`` is always the latest item whatever the
+        history's length; a batch trimmed of leading padding (:func:`trim_padding`) keeps its positions.
+        """
+        length = history.shape[1]
+        positions = torch.arange(self.max_len - length, self.max_len, device=history.device)
         x = self.dropout(self.item_embedding(history) + self.position_embedding(positions))
         mask = attention_mask(history, causal=True)
         for block in self.blocks:
@@ -60,7 +71,7 @@ class SASRec(Recommender):
         return self.final_norm(x)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        history, next_items = batch[keys.HISTORY], batch[keys.NEXT_ITEMS]
+        history, next_items = trim_padding(batch[keys.HISTORY], batch[keys.NEXT_ITEMS])
         has_target = next_items > 0
         hidden = self.encode(history)[has_target]  # only positions with a next item cost anything
         targets = next_items[has_target]
@@ -76,9 +87,9 @@ class SASRec(Recommender):
         )
 
     def score_all(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        last = self.encode(batch[keys.HISTORY])[:, -1]
+        last = self.encode(trim_padding(batch[keys.HISTORY])[0])[:, -1]
         return last @ self.item_embedding.weight.T
 
     def score(self, batch: dict[str, torch.Tensor], item_ids: torch.Tensor) -> torch.Tensor:
-        last = self.encode(batch[keys.HISTORY])[:, -1]
+        last = self.encode(trim_padding(batch[keys.HISTORY])[0])[:, -1]
         return (self.item_embedding(item_ids) * last.unsqueeze(1)).sum(-1)

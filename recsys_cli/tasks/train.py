@@ -129,8 +129,10 @@ def run(cfg: DictConfig, run_dir: Path | None = None, overrides: list[str] | Non
     from recsys_cli.checkpoint import CheckpointMetadata
     from recsys_cli.data.datamodule import SequenceDataModule
     from recsys_cli.evaluation.protocol import RankingEvaluator
+    from recsys_cli.runtime import quiet_libraries
     from recsys_cli.tasks.preprocess import prepare_data
 
+    quiet_libraries()
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     prepared = prepare_data(cfg)
     processed = prepared.processed
@@ -141,6 +143,9 @@ def run(cfg: DictConfig, run_dir: Path | None = None, overrides: list[str] | Non
         batch_size=int(cfg.data.batch_size),
         eval_batch_size=int(cfg.data.eval_batch_size),
         num_workers=int(cfg.data.num_workers),
+        group_by_length=bool(cfg.data.group_by_length),
+        seed=int(cfg.seed),
+        window_stride=cfg.data.window_stride,
     )
     model = build_model(cfg, n_items=processed.n_items, max_len=max_len)
     if run_dir is None:
@@ -160,7 +165,12 @@ def run(cfg: DictConfig, run_dir: Path | None = None, overrides: list[str] | Non
         save_last=True,
         auto_insert_metric_name=False,
     )
-    stopper = EarlyStopping(monitor=cfg.train.monitor, mode=cfg.train.mode, patience=int(cfg.train.patience))
+    stopper = EarlyStopping(
+        monitor=cfg.train.monitor,
+        mode=cfg.train.mode,
+        patience=int(cfg.train.patience),
+        min_delta=float(cfg.train.min_delta),
+    )
     metadata = CheckpointMetadata(checkpoint_metadata(cfg, processed, datamodule, protocol, overrides or []))
     logger = instantiate(cfg.logger, save_dir=str(run_dir)) if cfg.logger.get("_target_") else False
     trainer = build_trainer(cfg, [evaluator, metadata, checkpoints, stopper], logger, run_dir)

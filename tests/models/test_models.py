@@ -64,8 +64,9 @@ def test_sasrec_learns_a_deterministic_successor_rule(loss):
 def test_pop_ranks_by_training_counts():
     model = Pop(n_items=5, max_len=4)
     model.item_counts.zero_()
-    model.loss({keys.HISTORY: torch.zeros(2, 4, dtype=torch.long),
-                keys.NEXT_ITEMS: torch.tensor([[0, 2, 2, 5], [0, 0, 2, 3]])})
+    model.loss(
+        {keys.HISTORY: torch.zeros(2, 4, dtype=torch.long), keys.NEXT_ITEMS: torch.tensor([[0, 2, 2, 5], [0, 0, 2, 3]])}
+    )
     scores = model.score_all({keys.HISTORY: torch.zeros(3, 4, dtype=torch.long)})
     assert scores.shape == (3, 6)
     assert scores[0, 1:].tolist() == [0, 3, 1, 0, 1]
@@ -93,3 +94,21 @@ def test_training_windows_make_every_event_but_the_first_a_target_once():
     # inputs precede targets inside each window
     assert ((windows[:, 1:] == 0) | (windows[:, 1:] == windows[:, :-1] + 1) | (windows[:, :-1] == 0)).all()
     assert last_window(items, starts, ends, 3).tolist() == [[8, 9, 10], [21, 22, 23]]
+
+
+def test_sasrec_trimming_shared_padding_changes_nothing():
+    # A batch whose histories are all short is trimmed of its leading padding; scores and losses must be
+    # those of the untrimmed computation (positions count from the latest item).
+    model = tiny_sasrec()
+    history = torch.tensor([[0, 0, 0, 0, 0, 3, 4, 5], [0, 0, 0, 0, 0, 0, 7, 9]])
+    with torch.no_grad():
+        trimmed = model.score_all({keys.HISTORY: history})
+        full = model.encode(history)[:, -1] @ model.item_embedding.weight.T
+        next_items = torch.tensor([[0, 0, 0, 0, 0, 4, 5, 6], [0, 0, 0, 0, 0, 0, 9, 10]])
+        loss = model.loss({keys.HISTORY: history, keys.NEXT_ITEMS: next_items})
+        hidden = model.encode(history)[next_items > 0]
+        logits = hidden @ model.item_embedding.weight.T
+        logits[:, 0] = -torch.inf
+        expected = torch.nn.functional.cross_entropy(logits, next_items[next_items > 0])
+    assert torch.allclose(trimmed, full, atol=1e-5)
+    assert torch.allclose(loss, expected, atol=1e-5)
