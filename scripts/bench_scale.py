@@ -37,8 +37,9 @@ def generate_csv(path: Path, rows: int, seed: int = 0, chunk: int = 2_000_000) -
     n_users, n_items = max(10, rows // 50), max(10, rows // 200)
     user_weights = rng.pareto(1.5, n_users) + 1
     user_weights /= user_weights.sum()
-    with pacsv.CSVWriter(path, pa.schema([("user", pa.int64()), ("item", pa.int64()), ("ts", pa.int64()),
-                                          ("rating", pa.int8())])) as writer:
+    with pacsv.CSVWriter(
+        path, pa.schema([("user", pa.int64()), ("item", pa.int64()), ("ts", pa.int64()), ("rating", pa.int8())])
+    ) as writer:
         for begin in range(0, rows, chunk):
             size = min(chunk, rows - begin)
             users = rng.choice(n_users, size=size, p=user_weights)
@@ -68,28 +69,60 @@ def bench_preprocess(rows: int, workdir: Path) -> dict:
         generate_csv(csv, rows)
     generated = time.perf_counter() - start
     seconds, peak_mb, _ = run_child(
-        [*RECSYS, "preprocess", "--force", "data=csv", f"data.path={csv}", f"paths.data_dir={workdir}",
-         "data.source.columns.user=user", "data.source.columns.item=item", "data.source.columns.time=ts",
-         "data.source.columns.rating=rating"]
+        [
+            *RECSYS,
+            "preprocess",
+            "--force",
+            "data=csv",
+            f"data.path={csv}",
+            f"paths.data_dir={workdir}",
+            "data.source.columns.user=user",
+            "data.source.columns.item=item",
+            "data.source.columns.time=ts",
+            "data.source.columns.rating=rating",
+        ]
     )
     meta = json.loads(next((workdir / "processed").glob("csv-*/meta.json")).read_text())
-    return {"benchmark": "preprocess", "rows": rows, "csv_mb": round(csv.stat().st_size / 2**20, 1),
-            "generate_seconds": round(generated, 1), "preprocess_seconds": round(seconds, 1),
-            "peak_memory_mb": round(peak_mb), "counts": meta["counts"], "dropped": meta["dropped"]}
+    return {
+        "benchmark": "preprocess",
+        "rows": rows,
+        "csv_mb": round(csv.stat().st_size / 2**20, 1),
+        "generate_seconds": round(generated, 1),
+        "preprocess_seconds": round(seconds, 1),
+        "peak_memory_mb": round(peak_mb),
+        "counts": meta["counts"],
+        "dropped": meta["dropped"],
+    }
 
 
 def bench_predict(checkpoint: Path | None, workdir: Path, batch_size: int) -> dict:
     if checkpoint is None:
-        run_child([*RECSYS, "train", "model=sasrec", "data=ml100k", "trainer=debug", "logger=none",
-                   f"paths.runs_dir={workdir}/runs", "run.name=bench_predict"])
+        run_child(
+            [
+                *RECSYS,
+                "train",
+                "model=sasrec",
+                "data=ml100k",
+                "trainer=debug",
+                "logger=none",
+                f"paths.runs_dir={workdir}/runs",
+                "run.name=bench_predict",
+            ]
+        )
         checkpoint = workdir / "runs" / "bench_predict" / "checkpoints" / "best.ckpt"
     from recsys_cli.tasks import predict
 
     predict.run(checkpoint, workdir / "warmup.jsonl", all_users=True, top_k=10, batch_size=batch_size)
     result = predict.run(checkpoint, workdir / "recs.jsonl", all_users=True, top_k=10, batch_size=batch_size)
-    return {"benchmark": "predict", "checkpoint": str(checkpoint), "users": result.rows,
-            "seconds": round(result.seconds, 3), "users_per_second": round(result.users_per_second),
-            "batch_size": batch_size, "threads": os.cpu_count()}
+    return {
+        "benchmark": "predict",
+        "checkpoint": str(checkpoint),
+        "users": result.rows,
+        "seconds": round(result.seconds, 3),
+        "users_per_second": round(result.users_per_second),
+        "batch_size": batch_size,
+        "threads": os.cpu_count(),
+    }
 
 
 def main() -> None:
