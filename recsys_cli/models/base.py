@@ -17,12 +17,26 @@ from recsys_cli.data import batch as keys
 class Recommender(pl.LightningModule):
     """Base class: ``n_items`` and ``max_len`` come from the data; the rest from ``conf/model``."""
 
-    def __init__(self, n_items: int, max_len: int, lr: float = 1e-3, weight_decay: float = 0.0) -> None:
+    def __init__(
+        self,
+        n_items: int,
+        max_len: int,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        lr_decay: float | None = None,
+        lr_decay_patience: int = 2,
+        monitor: str = "val/ndcg@10",
+        monitor_mode: str = "max",
+    ) -> None:
         super().__init__()
         self.n_items = n_items
         self.max_len = max_len
         self.lr = lr
         self.weight_decay = weight_decay
+        self.lr_decay = lr_decay
+        self.lr_decay_patience = lr_decay_patience
+        self.monitor = monitor
+        self.monitor_mode = monitor_mode
 
     # --- the interface -------------------------------------------------------------------------
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -49,9 +63,19 @@ class Recommender(pl.LightningModule):
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self.score_all(batch)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        # No weight decay on biases, norms and embeddings' padding; decay only matrices (AdamW style).
+    def configure_optimizers(self) -> torch.optim.Optimizer | dict:
+        """AdamW, decoupled weight decay on matrices only (not biases and norms).
+
+        With ``lr_decay`` the learning rate is multiplied by it whenever ``monitor`` has not improved for
+        ``lr_decay_patience`` validation rounds (ReduceLROnPlateau), which settles a noisy plateau.
+        """
         decay = [p for p in self.parameters() if p.requires_grad and p.ndim >= 2]
         no_decay = [p for p in self.parameters() if p.requires_grad and p.ndim < 2]
         groups = [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-        return torch.optim.AdamW(groups, lr=self.lr)
+        optimizer = torch.optim.AdamW(groups, lr=self.lr)
+        if not self.lr_decay:
+            return optimizer
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode=self.monitor_mode, factor=self.lr_decay, patience=self.lr_decay_patience
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor}}

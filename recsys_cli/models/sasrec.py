@@ -39,8 +39,21 @@ class SASRec(Recommender):
         loss: str = "ce",
         lr: float = 1e-3,
         weight_decay: float = 0.0,
+        lr_decay: float | None = None,
+        lr_decay_patience: int = 2,
+        monitor: str = "val/ndcg@10",
+        monitor_mode: str = "max",
     ) -> None:
-        super().__init__(n_items=n_items, max_len=max_len, lr=lr, weight_decay=weight_decay)
+        super().__init__(
+            n_items=n_items,
+            max_len=max_len,
+            lr=lr,
+            weight_decay=weight_decay,
+            lr_decay=lr_decay,
+            lr_decay_patience=lr_decay_patience,
+            monitor=monitor,
+            monitor_mode=monitor_mode,
+        )
         if loss not in LOSSES:
             from recsys_cli.errors import RecsysError
 
@@ -56,18 +69,20 @@ class SASRec(Recommender):
         self.final_norm = nn.LayerNorm(hidden_size)
         self.apply(init_weights)
 
-    def encode(self, history: torch.Tensor) -> torch.Tensor:
-        """Hidden state at every position, ``[B, L, H]``.
+    def encode(self, history: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """Hidden state at every position, ``[B, L, H]`` (``[B, 1, H]``: the last one, with ``last_only``).
 
-        Histories are left-padded, so position ``max_len - 1`` is always the latest item whatever the
-        history's length; a batch trimmed of leading padding (:func:`trim_padding`) keeps its positions.
+        With ``last_only`` the final block computes only the last position (all that ranking needs).
+
+        Positions count from the oldest item of the history (0, 1, ...; padding gets 0 and is never
+        attended to), so the item a prediction is made after sits at the same position in training
+        windows and at inference, and left padding or trimming it changes nothing.
         """
-        length = history.shape[1]
-        positions = torch.arange(self.max_len - length, self.max_len, device=history.device)
+        positions = ((history > 0).cumsum(1) - 1).clamp(min=0)
         x = self.dropout(self.item_embedding(history) + self.position_embedding(positions))
         mask = attention_mask(history, causal=True)
-        for block in self.blocks:
-            x = block(x, mask)
+        for index, block in enumerate(self.blocks):
+            x = block(x, mask, last_only=last_only and index == len(self.blocks) - 1)
         return self.final_norm(x)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -87,9 +102,9 @@ class SASRec(Recommender):
         )
 
     def score_all(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        last = self.encode(trim_padding(batch[keys.HISTORY])[0])[:, -1]
+        last = self.encode(trim_padding(batch[keys.HISTORY])[0], last_only=True)[:, -1]
         return last @ self.item_embedding.weight.T
 
     def score(self, batch: dict[str, torch.Tensor], item_ids: torch.Tensor) -> torch.Tensor:
-        last = self.encode(trim_padding(batch[keys.HISTORY])[0])[:, -1]
+        last = self.encode(trim_padding(batch[keys.HISTORY])[0], last_only=True)[:, -1]
         return (self.item_embedding(item_ids) * last.unsqueeze(1)).sum(-1)

@@ -138,23 +138,42 @@ def run(
         else np.full(len(requests), None, dtype=object)
     )
 
+    def rank(rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        starts, ends = indptr[rows], indptr[rows + 1]
+        history = torch.from_numpy(last_window(items, starts, ends, model.max_len))
+        scores = model.score_all({keys.HISTORY: history}).to(torch.float32, copy=True)
+        cold = torch.from_numpy(ends == starts)
+        scores[cold] = popularity
+        scores[:, 0] = -torch.inf
+        if exclude_seen:
+            seen_rows, seen_items = csr_rows(indptr, items, rows)
+            scores[torch.from_numpy(seen_rows), torch.from_numpy(seen_items)] = -torch.inf
+        return torch.topk(scores, k, dim=1)
+
+    # Rows are scored in batches of similar history length (models skip the padding a batch shares)
+    # and written in input order, one chunk of many batches at a time.
+    lengths = np.minimum(np.diff(indptr), model.max_len)
+    chunk = batch_size * 16
+    chunks = range(0, len(requests), chunk)
     start = time.perf_counter()
-    batches = range(0, len(requests), batch_size)
-    with RecommendationWriter(output) as writer, torch.inference_mode(), _progress(progress, len(batches)) as advance:
-        for begin in batches:
-            rows = np.arange(begin, min(begin + batch_size, len(requests)))
-            starts, ends = indptr[rows], indptr[rows + 1]
-            history = torch.from_numpy(last_window(items, starts, ends, model.max_len))
-            scores = model.score_all({keys.HISTORY: history}).to(torch.float32, copy=True)
-            cold = torch.from_numpy(ends == starts)
-            scores[cold] = popularity
-            scores[:, 0] = -torch.inf
-            if exclude_seen:
-                seen_rows, seen_items = csr_rows(indptr, items, rows)
-                scores[torch.from_numpy(seen_rows), torch.from_numpy(seen_items)] = -torch.inf
-            top = torch.topk(scores, k, dim=1)
-            keep = torch.isfinite(top.values).numpy()  # fewer than k unseen items: shorter list
-            flat_items = top.indices.numpy()[keep]
+    total_batches = sum(-(-min(chunk, len(requests) - c) // batch_size) for c in chunks)
+    with (
+        RecommendationWriter(output) as writer,
+        torch.inference_mode(),
+        _progress(progress, total_batches) as advance,
+    ):
+        for begin in chunks:
+            rows = np.arange(begin, min(begin + chunk, len(requests)))
+            order = rows[np.argsort(lengths[rows], kind="stable")]
+            values = torch.empty(len(rows), k)
+            indices = torch.empty(len(rows), k, dtype=torch.long)
+            for sub in range(0, len(order), batch_size):
+                part = order[sub : sub + batch_size]
+                top = rank(part)
+                values[part - begin], indices[part - begin] = top.values, top.indices
+                advance()
+            keep = torch.isfinite(values).numpy()  # fewer than k unseen items: a shorter list
+            flat_items = indices.numpy()[keep]
             offsets = np.concatenate([[0], np.cumsum(keep.sum(1))])
             writer.write(
                 pa.table(
@@ -163,11 +182,10 @@ def run(
                         "user_id": pa.array(user_column[rows], type=pa.string()),
                         "item_ids": list_column(item_ids[flat_items].astype(str), offsets),
                         "titles": list_column(titles[flat_items].astype(str), offsets),
-                        "scores": list_column(top.values.numpy()[keep].astype(np.float32), offsets),
+                        "scores": list_column(values.numpy()[keep].astype(np.float32), offsets),
                     }
                 )
             )
-            advance()
     seconds = time.perf_counter() - start
     return PredictResult(output=output, rows=len(requests), counts=counts, seconds=seconds)
 
