@@ -119,6 +119,8 @@ def train(
         return
     cfg = _guard(compose_config, overrides)
     result = _guard(task.run, cfg, overrides=overrides)
+    if not result.metrics:  # a DDP worker (rank > 0): rank 0 reports
+        return
     render_metrics(result.metrics, title=f"{cfg.model.name} on {cfg.data.name}")
     console.print(f"[bold]run folder:[/] {result.run_dir}")
     console.print(f"[bold]best checkpoint:[/] {result.best_checkpoint}")
@@ -137,6 +139,8 @@ def evaluate(
     from recsys_cli.tasks import evaluate as task
 
     result = _guard(task.run, checkpoint, overrides or [], output)
+    if not result.metrics:  # a DDP worker (rank > 0): rank 0 reports
+        return
     render_metrics(result.metrics, title=f"{result.metrics['model']} on {result.metrics['data']}")
     console.print(f"[bold]metrics:[/] {result.output}")
 

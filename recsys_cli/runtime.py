@@ -19,6 +19,8 @@ _NOISY_WARNINGS = (
     r".*returned `None`, this fit will run with no optimizer.*",
     r".*The number of training batches .* is smaller than the logging interval.*",
     r".*Checkpoint directory .* exists and is not empty.*",
+    # The ranking evaluator gathers and reduces metrics itself before logging them.
+    r".*It is recommended to use `self.log\(.*sync_dist=True.*",
 )
 
 

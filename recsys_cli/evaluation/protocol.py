@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 
@@ -80,9 +81,16 @@ class RankingEvaluator(pl.Callback):
             return
         per_user = {name: torch.cat(chunks) for name, chunks in self._chunks.items()}
         names = [name for name in per_user if name != "user"]
-        sums = torch.stack([per_user[name].sum() for name in names] + [torch.tensor(float(len(per_user["user"])))])
-        sums = trainer.strategy.reduce(sums.to(pl_module.device), reduce_op="sum")
-        means = {f"{prefix}/{name}": (sums[i] / sums[-1]).item() for i, name in enumerate(names)}
+        stacked = torch.stack([per_user[name] for name in names] + [per_user["user"]])  # [metrics + 1, users]
+        if trainer.world_size > 1:
+            # Each rank scored a shard; the distributed sampler pads shards to equal size with repeated
+            # users. Gather every shard and count each user once, so DDP gives single-process numbers.
+            gathered = trainer.strategy.all_gather(stacked.to(pl_module.device)).cpu()
+            stacked = gathered.permute(1, 0, 2).reshape(stacked.shape[0], -1)
+            _, first = np.unique(stacked[-1].numpy(), return_index=True)
+            stacked = stacked[:, torch.from_numpy(first)]
+            per_user = {name: stacked[i] for i, name in enumerate([*names, "user"])}
+        means = {f"{prefix}/{name}": stacked[i].double().mean().item() for i, name in enumerate(names)}
         pl_module.log_dict(means, sync_dist=False)
         self.results[prefix] = means
         self.per_user[prefix] = {name: values.cpu() for name, values in per_user.items()}

@@ -68,10 +68,24 @@ def run(
         num_workers=int(cfg.data.num_workers),
     )
     evaluator = RankingEvaluator(ks=list(cfg.eval.ks), mask_history=bool(cfg.eval.mask_history))
-    # Evaluation always covers every user, whatever batch limits the training run used.
-    trainer = build_trainer(cfg, [evaluator], logger=False, run_dir=None, limit_val_batches=1.0, limit_test_batches=1.0)
+    # Evaluation always covers every user, whatever batch limits the training run used, in one process
+    # on one device (the training run may have used DDP): each user is scored exactly once.
+    trainer = build_trainer(
+        cfg,
+        [evaluator],
+        logger=False,
+        run_dir=None,
+        limit_val_batches=1.0,
+        limit_test_batches=1.0,
+        devices=1,
+        num_nodes=1,
+        strategy="auto",
+    )
     trainer.validate(model, datamodule=datamodule, verbose=False)
     trainer.test(model, datamodule=datamodule, verbose=False)
+    output = Path(output) if output else run_dir_of(checkpoint_path) / "eval" / "metrics.json"
+    if trainer.global_rank != 0:  # DDP: metrics are gathered on every rank; rank 0 writes and reports
+        return EvalResult(metrics={}, output=output)
     metrics = {
         "checkpoint": str(checkpoint_path),
         "model": str(cfg.model.name),
@@ -82,6 +96,5 @@ def run(
         "valid": evaluator.results.get("val", {}),
         "test": evaluator.results.get("test", {}),
     }
-    output = Path(output) if output else run_dir_of(checkpoint_path) / "eval" / "metrics.json"
     atomic_write_json(output, metrics)
     return EvalResult(metrics=metrics, output=output)

@@ -5,6 +5,7 @@ Also ``--multirun``: one run folder per job of a sweep and a summary table compa
 
 from __future__ import annotations
 
+import os
 import resource
 import shutil
 import time
@@ -29,6 +30,14 @@ class TrainResult:
     @property
     def best_checkpoint(self) -> Path:
         return self.run_dir / "checkpoints" / "best.ckpt"
+
+
+RUN_DIR_ENV = "RECSYS_RUN_DIR"
+
+
+def is_ddp_worker() -> bool:
+    """True in a process that Lightning, torchrun or SLURM started as rank > 0 of a distributed run."""
+    return any(os.environ.get(name, "0") != "0" for name in ("LOCAL_RANK", "RANK", "NODE_RANK"))
 
 
 def peak_memory_mb() -> float:
@@ -148,11 +157,16 @@ def run(cfg: DictConfig, run_dir: Path | None = None, overrides: list[str] | Non
         window_stride=cfg.data.window_stride,
     )
     model = build_model(cfg, n_items=processed.n_items, max_len=max_len)
-    if run_dir is None:
+    if is_ddp_worker() and run_dir is None:
+        # A DDP worker: Lightning's launcher passes rank 0's folder in the environment; under torchrun
+        # or SLURM every rank starts alone, so a fixed run.name is what names the shared folder.
+        run_dir = Path(os.environ.get(RUN_DIR_ENV) or Path(cfg.paths.runs_dir) / run_name(cfg))
+    elif run_dir is None:
         run_dir = make_run_dir(cfg)
     else:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
+    os.environ[RUN_DIR_ENV] = str(run_dir)  # inherited by the workers Lightning launches for DDP
 
     protocol = protocol_for(cfg, processed, max_len)
     evaluator = RankingEvaluator(ks=list(cfg.eval.ks), mask_history=bool(cfg.eval.mask_history))
