@@ -139,8 +139,6 @@ def evaluate(
     from recsys_cli.tasks import evaluate as task
 
     result = _guard(task.run, checkpoint, overrides or [], output)
-    if not result.metrics:  # a DDP worker (rank > 0): rank 0 reports
-        return
     render_metrics(result.metrics, title=f"{result.metrics['model']} on {result.metrics['data']}")
     console.print(f"[bold]metrics:[/] {result.output}")
 

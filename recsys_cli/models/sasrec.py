@@ -9,6 +9,8 @@ with one uniformly sampled negative per position.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -37,23 +39,10 @@ class SASRec(Recommender):
         inner_size: int = 256,
         dropout: float = 0.2,
         loss: str = "ce",
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        lr_decay: float | None = None,
-        lr_decay_patience: int = 2,
-        monitor: str = "val/ndcg@10",
-        monitor_mode: str = "max",
+        **training: Any,
     ) -> None:
-        super().__init__(
-            n_items=n_items,
-            max_len=max_len,
-            lr=lr,
-            weight_decay=weight_decay,
-            lr_decay=lr_decay,
-            lr_decay_patience=lr_decay_patience,
-            monitor=monitor,
-            monitor_mode=monitor_mode,
-        )
+        """``training``: the optimiser settings every model shares (:class:`Recommender`: lr, weight_decay, ...)."""
+        super().__init__(n_items=n_items, max_len=max_len, **training)
         if loss not in LOSSES:
             from recsys_cli.errors import RecsysError
 

@@ -83,9 +83,6 @@ def run(
     )
     trainer.validate(model, datamodule=datamodule, verbose=False)
     trainer.test(model, datamodule=datamodule, verbose=False)
-    output = Path(output) if output else run_dir_of(checkpoint_path) / "eval" / "metrics.json"
-    if trainer.global_rank != 0:  # DDP: metrics are gathered on every rank; rank 0 writes and reports
-        return EvalResult(metrics={}, output=output)
     metrics = {
         "checkpoint": str(checkpoint_path),
         "model": str(cfg.model.name),
@@ -96,5 +93,6 @@ def run(
         "valid": evaluator.results.get("val", {}),
         "test": evaluator.results.get("test", {}),
     }
+    output = Path(output) if output else run_dir_of(checkpoint_path) / "eval" / "metrics.json"
     atomic_write_json(output, metrics)
     return EvalResult(metrics=metrics, output=output)

@@ -109,6 +109,7 @@ def run(
     from recsys_cli.checkpoint import KEY, build_module, load_checkpoint
     from recsys_cli.data import batch as keys
     from recsys_cli.data.datamodule import csr_rows, last_window
+    from recsys_cli.evaluation.protocol import mask_scores
     from recsys_cli.predict import RecommendationWriter, list_column, output_format
 
     if top_k < 1:
@@ -140,14 +141,14 @@ def run(
 
     def rank(rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         starts, ends = indptr[rows], indptr[rows + 1]
-        history = torch.from_numpy(last_window(items, starts, ends, model.max_len))
-        scores = model.score_all({keys.HISTORY: history}).to(torch.float32, copy=True)
-        cold = torch.from_numpy(ends == starts)
-        scores[cold] = popularity
-        scores[:, 0] = -torch.inf
-        if exclude_seen:
-            seen_rows, seen_items = csr_rows(indptr, items, rows)
-            scores[torch.from_numpy(seen_rows), torch.from_numpy(seen_items)] = -torch.inf
+        seen_rows, seen_items = csr_rows(indptr, items, rows)
+        batch = {
+            keys.HISTORY: torch.from_numpy(last_window(items, starts, ends, model.max_len)),
+            keys.SEEN_ROWS: torch.from_numpy(seen_rows),
+            keys.SEEN_ITEMS: torch.from_numpy(seen_items),
+        }
+        scores = mask_scores(model.score_all(batch).float(), batch, mask_history=exclude_seen)
+        scores[torch.from_numpy(ends == starts)] = popularity  # no history: the popularity ranking
         return torch.topk(scores, k, dim=1)
 
     # Rows are scored in batches of similar history length (models skip the padding a batch shares)
@@ -156,7 +157,7 @@ def run(
     chunk = batch_size * 16
     chunks = range(0, len(requests), chunk)
     start = time.perf_counter()
-    total_batches = sum(-(-min(chunk, len(requests) - c) // batch_size) for c in chunks)
+    total_batches = -(-len(requests) // batch_size)  # chunks are whole multiples of batch_size
     with (
         RecommendationWriter(output) as writer,
         torch.inference_mode(),

@@ -31,6 +31,18 @@ def test_last_window_left_pads_and_keeps_order():
     assert out.tolist() == [[0, 1, 2, 3], [0, 4, 5, 6]]
 
 
+def test_training_windows_make_every_event_but_the_first_a_target_once():
+    items = np.arange(1, 24)  # user A: 1..10 (10 events), user B: 11..23 (13 events)
+    starts, ends = np.array([0, 10]), np.array([10, 23])
+    windows = training_windows(items, starts, ends, max_len=4)
+    batch = WindowDataset(windows).__getitems__(list(range(len(windows))))
+    targets = batch[keys.NEXT_ITEMS][batch[keys.NEXT_ITEMS] > 0]
+    assert sorted(targets.tolist()) == [i for i in range(2, 24) if i != 11]
+    # inputs precede targets inside each window
+    assert ((windows[:, 1:] == 0) | (windows[:, 1:] == windows[:, :-1] + 1) | (windows[:, :-1] == 0)).all()
+    assert last_window(items, starts, ends, 3).tolist() == [[8, 9, 10], [21, 22, 23]]
+
+
 @pytest.mark.parametrize("stride", [None, 3, 1])
 def test_every_event_but_the_first_is_a_target_exactly_once(stride):
     # Two users with 11 and 3 events; item ids are unique so targets can be counted.

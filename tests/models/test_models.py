@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from recsys_cli.data import batch as keys
-from recsys_cli.data.datamodule import WindowDataset, last_window, training_windows
+from recsys_cli.data.datamodule import training_windows
 from recsys_cli.models.components import attention_mask, sample_negatives
 from recsys_cli.models.pop import Pop
 from recsys_cli.models.sasrec import SASRec
@@ -82,18 +82,6 @@ def test_sampled_negatives_never_hit_the_positive_and_cover_the_catalogue():
     negatives = sample_negatives(positives, n_items=10, num=3)
     assert (negatives != positives.unsqueeze(-1)).all()
     assert negatives.min() >= 1 and negatives.max() <= 10 and len(negatives.unique()) == 10
-
-
-def test_training_windows_make_every_event_but_the_first_a_target_once():
-    items = np.arange(1, 24)  # user A: 1..10 (10 events), user B: 11..23 (13 events)
-    starts, ends = np.array([0, 10]), np.array([10, 23])
-    windows = training_windows(items, starts, ends, max_len=4)
-    batch = WindowDataset(windows).__getitems__(list(range(len(windows))))
-    targets = batch[keys.NEXT_ITEMS][batch[keys.NEXT_ITEMS] > 0]
-    assert sorted(targets.tolist()) == [i for i in range(2, 24) if i != 11]
-    # inputs precede targets inside each window
-    assert ((windows[:, 1:] == 0) | (windows[:, 1:] == windows[:, :-1] + 1) | (windows[:, :-1] == 0)).all()
-    assert last_window(items, starts, ends, 3).tolist() == [[8, 9, 10], [21, 22, 23]]
 
 
 def test_sasrec_trimming_shared_padding_changes_nothing():
