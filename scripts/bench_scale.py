@@ -130,7 +130,7 @@ def main() -> None:
     parser.add_argument("what", choices=["preprocess", "predict"])
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--checkpoint", type=Path)
-    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--workdir", type=Path, help="keep generated files here (default: a temp folder)")
     parser.add_argument("--output", type=Path, help="also write the result JSON here")
     args = parser.parse_args()

@@ -40,11 +40,12 @@ def run(
     from recsys_cli.data.datamodule import SequenceDataModule
     from recsys_cli.data.preprocess import fingerprint
     from recsys_cli.evaluation.protocol import RankingEvaluator
-    from recsys_cli.runtime import quiet_libraries
+    from recsys_cli.runtime import keep_freed_memory, quiet_libraries
     from recsys_cli.tasks.preprocess import build_source, prepare_data, preprocess_config
     from recsys_cli.tasks.train import build_trainer, protocol_for
 
     quiet_libraries()
+    keep_freed_memory()
     checkpoint_path = Path(checkpoint_path)
     checkpoint = load_checkpoint(checkpoint_path, kind="recommender")
     meta = checkpoint[KEY]

@@ -100,7 +100,7 @@ def run(
     all_users: bool = False,
     top_k: int = 10,
     exclude_seen: bool = True,
-    batch_size: int = 1024,
+    batch_size: int = 128,
     progress: bool = False,
 ) -> PredictResult:
     import pyarrow as pa
@@ -111,6 +111,7 @@ def run(
     from recsys_cli.data.datamodule import csr_rows, last_window
     from recsys_cli.evaluation.protocol import mask_scores
     from recsys_cli.predict import RecommendationWriter, list_column, output_format
+    from recsys_cli.runtime import keep_freed_memory
 
     if top_k < 1:
         raise RecsysError(f"--top-k must be at least 1 (got {top_k}); pass e.g. --top-k 10.")
@@ -118,6 +119,7 @@ def run(
         raise RecsysError(f"--batch-size must be at least 1 (got {batch_size}).")
     if (input_path is None) == (not all_users):
         raise RecsysError("give either --input FILE or --all-users.")
+    keep_freed_memory()
     output = Path(output)
     output_format(output)
     checkpoint = load_checkpoint(checkpoint_path, kind="recommender")

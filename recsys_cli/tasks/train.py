@@ -138,10 +138,11 @@ def run(cfg: DictConfig, run_dir: Path | None = None, overrides: list[str] | Non
     from recsys_cli.checkpoint import CheckpointMetadata
     from recsys_cli.data.datamodule import SequenceDataModule
     from recsys_cli.evaluation.protocol import RankingEvaluator
-    from recsys_cli.runtime import quiet_libraries
+    from recsys_cli.runtime import keep_freed_memory, quiet_libraries
     from recsys_cli.tasks.preprocess import prepare_data
 
     quiet_libraries()
+    keep_freed_memory()
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     prepared = prepare_data(cfg)
     processed = prepared.processed

@@ -1,0 +1,18 @@
+"""Process-wide runtime settings."""
+
+import platform
+
+import pytest
+import torch
+
+from recsys_cli.runtime import keep_freed_memory
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc only")
+def test_keep_freed_memory_takes_on_glibc_and_leaves_results_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    x = torch.randn(256, 4096)
+    before = (x @ x.T).sum()
+    assert keep_freed_memory() is True
+    assert torch.equal((x @ x.T).sum(), before)
+    monkeypatch.setenv("RECSYS_DEFAULT_MALLOC", "1")
+    assert keep_freed_memory() is False
