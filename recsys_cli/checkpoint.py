@@ -43,8 +43,8 @@ class CheckpointMetadata(pl.Callback):
         checkpoint[KEY] = self.metadata
 
 
-def load_checkpoint(path: str | Path, kind: str) -> dict[str, Any]:
-    """Read a recsys checkpoint of the given kind, or explain in one line what is wrong with it."""
+def load_checkpoint(path: str | Path, kind: str | tuple[str, ...]) -> dict[str, Any]:
+    """Read a recsys checkpoint of the given kind(s), or explain in one line what is wrong with it."""
     path = Path(path)
     if not path.is_file():
         raise RecsysError(f"checkpoint '{path}' not found; pass --checkpoint runs/<run>/checkpoints/best.ckpt.")
@@ -58,10 +58,12 @@ def load_checkpoint(path: str | Path, kind: str) -> dict[str, Any]:
     if not isinstance(checkpoint, dict) or KEY not in checkpoint:
         raise RecsysError(f"'{path}' is not a recsys checkpoint; pass a .ckpt written by `recsys train`.")
     found = checkpoint[KEY].get("kind")
-    if found != kind:
+    kinds = (kind,) if isinstance(kind, str) else tuple(kind)
+    if found not in kinds:
+        wanted = " or ".join(kinds)
         raise RecsysError(
-            f"'{path}' is a {found} checkpoint but this command needs a {kind} checkpoint; "
-            f"pass a checkpoint of a {kind} model."
+            f"'{path}' is a {found} checkpoint but this command needs a {wanted} checkpoint; "
+            f"pass a checkpoint of a {wanted} model."
         )
     return checkpoint
 
@@ -72,5 +74,11 @@ def build_module(checkpoint: dict[str, Any]) -> pl.LightningModule:
 
     target = checkpoint[KEY]["config"]["model"]["_target_"]
     module = get_class(target)(**checkpoint["hyper_parameters"])
-    module.load_state_dict(checkpoint["state_dict"])
+    # Frozen/LoRA text models store only what training changed; their base weights came with the module.
+    _, unexpected = module.load_state_dict(checkpoint["state_dict"], strict=module.strict_loading)
+    if unexpected:
+        raise RecsysError(
+            f"checkpoint weights do not fit model {target.rsplit('.', 1)[-1]} ({unexpected[0]}, ...); "
+            "the file may come from another version of recsys: retrain it."
+        )
     return module.eval()

@@ -88,7 +88,10 @@ def preprocess(
 
     cfg = _guard(compose_config, overrides or [])
     result = _guard(task.run, cfg, force=force)
-    render_preprocess(result)
+    if hasattr(result, "label_names"):
+        render_text_data(result, title=f"{cfg.data.name}: texts")
+    else:
+        render_preprocess(result)
 
 
 @app.command()
@@ -155,19 +158,34 @@ def predict(
     input: Annotated[
         Path | None,
         typer.Option(
-            "--input", "-i", help="CSV/JSONL/Parquet with a user_id and/or a history (item ids) column, e.g. users.csv."
+            "--input",
+            "-i",
+            help="CSV/JSONL/Parquet with a user_id and/or a history (item ids) column, e.g. users.csv; "
+            "for a text model, a text column, e.g. queries.csv.",
         ),
     ] = None,
     all_users: Annotated[
         bool, typer.Option("--all-users", help="Recommend for every user the checkpoint knows instead of --input.")
     ] = False,
-    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Items per user, e.g. --top-k 10.")] = 10,
+    top_k: Annotated[
+        int, typer.Option("--top-k", "-k", help="Items per user (intents per text for a text model), e.g. --top-k 10.")
+    ] = 10,
     exclude_seen: Annotated[
         bool, typer.Option("--exclude-seen/--include-seen", help="Leave out items the user already interacted with.")
     ] = True,
     batch_size: Annotated[
-        int, typer.Option("--batch-size", help="Users scored at once (128: activations stay in CPU cache).")
-    ] = 128,
+        int | None,
+        typer.Option(
+            "--batch-size", help="Users (default 128: activations stay in CPU cache) or texts (default 64) per batch."
+        ),
+    ] = None,
+    text_column: Annotated[
+        str, typer.Option("--text-column", help="Text models: the input column holding the texts, e.g. query.")
+    ] = "text",
+    embeddings: Annotated[
+        Path | None,
+        typer.Option("--embeddings", help="Text models: also write pooled text embeddings here, e.g. emb.parquet."),
+    ] = None,
 ) -> None:
     """Write top-K recommendations for users or item histories (e.g. `--input users.csv --output recs.jsonl`)."""
     from recsys_cli.tasks import predict as task
@@ -184,12 +202,14 @@ def predict(
         exclude_seen=exclude_seen,
         batch_size=batch_size,
         progress=sys.stderr.isatty(),
+        text_column=text_column,
+        embeddings=embeddings,
     )
     table = Table(title="predict", show_header=False)
     for name, value in result.counts.items():
         table.add_row(name, f"{value:,}")
     table.add_row("seconds", f"{result.seconds:.3f}")
-    table.add_row("users / second", f"{result.users_per_second:,.0f}")
+    table.add_row("rows / second", f"{result.users_per_second:,.0f}")
     console.print(table)
     console.print(f"[bold]predictions:[/] {result.output}")
 
@@ -214,6 +234,17 @@ def render_preprocess(result: Any) -> None:
     console.print(f"[bold]processed data ({state}):[/] {result.processed.path}")
 
 
+def render_text_data(splits: Any, title: str) -> None:
+    table = Table(title=title, show_header=False)
+    for reason, value in splits.counts.items():
+        table.add_row(reason, f"{value:,}")
+    for split in ("train", "valid", "test"):
+        table.add_row(f"{split} texts", f"{len(getattr(splits, split)):,}")
+    labels = f"{len(splits.label_names)}" if splits.label_names else "numeric target"
+    table.add_row("labels", labels)
+    console.print(table)
+
+
 def render_metrics(metrics: dict[str, Any], title: str) -> None:
     valid, test = metrics.get("valid", {}), metrics.get("test", {})
     names = sorted(
@@ -227,6 +258,8 @@ def render_metrics(metrics: dict[str, Any], title: str) -> None:
     for name in names:
         table.add_row(name, _fmt(valid.get(f"val/{name}")), _fmt(test.get(f"test/{name}")))
     console.print(table)
+    for name, path in metrics.get("reports", {}).items():
+        console.print(f"[bold]{name.replace('_', ' ')}:[/] {path}")
     if "epochs" in metrics:
         console.print(
             f"epochs {metrics['epochs']} (best {metrics.get('best_epoch')}), "

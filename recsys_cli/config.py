@@ -8,6 +8,7 @@ syntax such as ``model=pop,sasrec seed=range(1,4)`` means what it means in Hydra
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import re
 import shutil
@@ -73,8 +74,10 @@ def _missing_option_message(text: str) -> str:
     match = re.search(r"Could not find '([\w-]+)/([^']+)'", text)
     if match:
         group, name = match.groups()
-        options = ", ".join(group_options(group)) or "none"
-        return f"unknown {group} '{name}'; choose one of: {options} (e.g. {group}={group_options(group)[0]})."
+        choices = group_options(group)
+        closest = difflib.get_close_matches(name, choices, n=1, cutoff=0.0) or choices or ["<name>"]
+        options = ", ".join(choices) or "none"
+        return f"unknown {group} '{name}'; choose one of: {options} (e.g. {group}={closest[0]})."
     return f"{_first_line(text)}; check the config group names (data, model, trainer, logger)."
 
 
@@ -138,3 +141,19 @@ def save_config(cfg: DictConfig, path: Path) -> None:
 
 def to_container(cfg: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+def build(node: Any, what: str, fix: str, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate(node, **kwargs)``; a failure becomes one line naming ``what`` and ``fix``.
+
+    A :class:`RecsysError` raised by the object's own constructor passes through unchanged.
+    """
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    try:
+        return instantiate(node, **kwargs, _convert_="all")
+    except InstantiationException as exc:
+        if isinstance(exc.__cause__, RecsysError):
+            raise exc.__cause__ from None
+        raise RecsysError(f"cannot build {what}: {str(exc).splitlines()[0]}; {fix}") from None

@@ -35,3 +35,41 @@ def shared_dataset(name: str) -> Path:
     if not path.is_dir():
         pytest.skip(f"{path} is absent (real-data tests run where ../shared/data exists)")
     return path
+
+
+TINY_TEXT = [
+    "data=synthetic",
+    "data.source.n_users=150",
+    "data.source.n_categories=4",
+    "data.text.batch_size=16",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-init 2-layer BERT (hidden 32) with a word-level vocabulary of the synthetic queries.
+
+    Built in-process and saved as a Hugging Face model folder, as `model.encoder=<folder>` expects; no hub.
+    """
+    import re
+
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    from recsys_cli.data.synthetic import generate_shop
+
+    queries = generate_shop(n_users=200, n_categories=12).extra["queries"]["query"]
+    words = sorted({w for text in queries for w in re.findall(r"\w+|[^\w\s]", text.lower())})
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]
+    tokenizer = BertTokenizer(vocab={word: index for index, word in enumerate(vocab)})
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    folder = tmp_path_factory.mktemp("tiny_bert")
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

@@ -1,31 +1,49 @@
 """Every option of every config group composes and builds, so a broken YAML never reaches a user."""
 
 import inspect
+from types import SimpleNamespace
 
+import pandas as pd
 import pytest
 from hydra.utils import get_class, instantiate
 
-from recsys_cli.config import compose_config, expand_sweep, group_options
+from recsys_cli.config import build, compose_config, expand_sweep, group_options
+from recsys_cli.data.text import TextSource
 from recsys_cli.errors import RecsysError
 from recsys_cli.tasks.preprocess import build_source, preprocess_config
-from recsys_cli.tasks.train import build_model
+from recsys_cli.tasks.text import build_text_model
+from recsys_cli.tasks.train import build_model, model_family
 
 
 @pytest.mark.parametrize("name", group_options("data"))
-def test_every_data_option_builds_its_source(name, tmp_path):
+def test_every_data_option_builds_its_sources(name, tmp_path):
     cfg = compose_config([f"data={name}", f"data.path={tmp_path}"])
-    source = build_source(cfg.data)
-    assert type(source).__name__.endswith("Source")
-    assert preprocess_config(cfg.data).split in ("leave_one_out", "temporal")
-    assert cfg.data.max_len > 0 and cfg.data.batch_size > 0
+    assert "source" in cfg.data or "text" in cfg.data
+    if "source" in cfg.data:  # an interaction log, for recommenders
+        source = build_source(cfg.data)
+        assert type(source).__name__.endswith("Source")
+        assert preprocess_config(cfg.data).split in ("leave_one_out", "temporal")
+        assert cfg.data.max_len > 0 and cfg.data.batch_size > 0
+    if "text" in cfg.data:  # texts with labels, for text models
+        assert isinstance(build(cfg.data.text.source, "text source", ""), TextSource)
+        assert cfg.data.text.max_length > 0 and cfg.data.text.batch_size > 0
 
 
 @pytest.mark.parametrize("name", group_options("model"))
-def test_every_model_option_builds(name):
+def test_every_model_option_builds(name, tiny_encoder):
     cfg = compose_config([f"model={name}"])
+    assert cfg.model.name == name
+    if model_family(cfg) == "text":
+        cfg = compose_config([f"model={name}", f"model.encoder={tiny_encoder}"])
+        task = "regression" if cfg.model.task == "regression" else "classification"
+        splits = SimpleNamespace(label_names=["a", "b", "c"], task=task, train=pd.DataFrame({"label": [1.0, 5.0]}))
+        model = build_text_model(cfg, splits)
+        assert model.n_labels == 3 and model.task == cfg.model.task
+        assert cfg.train.monitor == cfg.model.recipe.monitor and cfg.trainer.max_epochs == cfg.model.recipe.max_epochs
+        return
     model = build_model(cfg, n_items=20, max_len=5)
     assert model.n_items == 20 and model.max_len == 5
-    assert cfg.model.name == name
+    assert cfg.train.monitor == "val/ndcg@10"
 
 
 @pytest.mark.parametrize("name", group_options("trainer"))
@@ -58,7 +76,7 @@ def test_sweep_expansion_is_a_cartesian_product_in_order():
 def test_config_is_strict_about_unknown_keys_and_names():
     with pytest.raises(RecsysError, match=r"unknown config key 'model.hiden_size'"):
         compose_config(["model.hiden_size=3"])
-    with pytest.raises(RecsysError, match="unknown model 'bert'; choose one of: pop, sasrec"):
+    with pytest.raises(RecsysError, match="unknown model 'bert'; choose one of: bert_intent, bert_rating, pop, sasrec"):
         compose_config(["model=bert"])
     with pytest.raises(RecsysError, match="unknown SASRec loss"):
         build_model(compose_config(["model.loss=hinge"]), n_items=5, max_len=3)

@@ -6,3 +6,10 @@ TARGETS = "targets"  # [B, T] held-out items to rank, padded with 0
 USERS = "users"  # [B] user indices
 SEEN_ROWS = "seen_rows"  # [M] batch row of each (row, item) pair the user already interacted with
 SEEN_ITEMS = "seen_items"  # [M] the item of that pair
+
+# Text batches (intent encoder): right-padded to the batch's longest text.
+INPUT_IDS = "input_ids"  # [B, T] token ids
+ATTENTION_MASK = "attention_mask"  # [B, T] 1 for tokens, 0 for padding
+LABELS = "labels"  # [B] class index (or float target for regression)
+FEATURES = "features"  # [B, H] pooled encoder outputs, computed once when the encoder is frozen
+INDEX = "index"  # [B] row of each example in its split (de-duplicates DDP shards)

@@ -47,8 +47,12 @@ def run(
     quiet_libraries()
     keep_freed_memory()
     checkpoint_path = Path(checkpoint_path)
-    checkpoint = load_checkpoint(checkpoint_path, kind="recommender")
+    checkpoint = load_checkpoint(checkpoint_path, kind=("recommender", "text"))
     meta = checkpoint[KEY]
+    if meta["kind"] == "text":
+        from recsys_cli.tasks import text
+
+        return text.evaluate(checkpoint_path, checkpoint, list(overrides or []), output)
     if overrides:
         cfg = compose_config(merge_overrides(meta.get("overrides", []), list(overrides)))
     else:

@@ -100,9 +100,15 @@ def run(
     all_users: bool = False,
     top_k: int = 10,
     exclude_seen: bool = True,
-    batch_size: int = 128,
+    batch_size: int | None = None,
     progress: bool = False,
+    text_column: str = "text",
+    embeddings: str | Path | None = None,
 ) -> PredictResult:
+    """Recommendations (recommender checkpoints) or intents/ratings (text checkpoints) to ``output``.
+
+    ``batch_size`` defaults to 128 users (activations stay in CPU cache) or 64 texts.
+    """
     import pyarrow as pa
     import torch
 
@@ -115,14 +121,32 @@ def run(
 
     if top_k < 1:
         raise RecsysError(f"--top-k must be at least 1 (got {top_k}); pass e.g. --top-k 10.")
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise RecsysError(f"--batch-size must be at least 1 (got {batch_size}).")
-    if (input_path is None) == (not all_users):
-        raise RecsysError("give either --input FILE or --all-users.")
     keep_freed_memory()
     output = Path(output)
     output_format(output)
-    checkpoint = load_checkpoint(checkpoint_path, kind="recommender")
+    checkpoint = load_checkpoint(checkpoint_path, kind=("recommender", "text"))
+    if checkpoint[KEY]["kind"] == "text":
+        from recsys_cli.tasks import text
+
+        if input_path is None:
+            raise RecsysError("a text model predicts for --input FILE (a table with a text column); give one.")
+        return text.predict(
+            checkpoint,
+            Path(input_path),
+            output,
+            top_k=top_k,
+            batch_size=batch_size or 64,
+            text_column=text_column,
+            embeddings=Path(embeddings) if embeddings else None,
+            progress=progress,
+        )
+    if (input_path is None) == (not all_users):
+        raise RecsysError("give either --input FILE or --all-users.")
+    if embeddings:
+        raise RecsysError("--embeddings is for text models; this checkpoint is a recommender.")
+    batch_size = batch_size or 128
     data = checkpoint[KEY]["data"]
     if all_users:
         requests = pd.DataFrame({USER_COLUMN: data["user_ids"][1:]})

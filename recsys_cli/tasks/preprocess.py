@@ -8,7 +8,6 @@ from typing import Any
 from omegaconf import DictConfig
 
 from recsys_cli.data.preprocess import PreprocessConfig, Processed, prepare
-from recsys_cli.errors import RecsysError
 
 
 @dataclass
@@ -33,19 +32,9 @@ def preprocess_config(data_cfg: DictConfig) -> PreprocessConfig:
 
 
 def build_source(data_cfg: DictConfig) -> Any:
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate
+    from recsys_cli.config import build
 
-    try:
-        return instantiate(data_cfg.source, _convert_="all")
-    except InstantiationException as exc:
-        cause = exc.__cause__
-        if isinstance(cause, RecsysError):
-            raise cause from None
-        raise RecsysError(
-            f"cannot build the data source of data={data_cfg.name}: {str(exc).splitlines()[0]}; "
-            "check the data.source keys."
-        ) from None
+    return build(data_cfg.source, f"the data source of data={data_cfg.name}", "check the data.source keys.")
 
 
 def prepare_data(cfg: DictConfig, item_vocab: list[str] | None = None, force: bool = False) -> PreprocessResult:
@@ -56,5 +45,10 @@ def prepare_data(cfg: DictConfig, item_vocab: list[str] | None = None, force: bo
     return PreprocessResult(processed=processed, reused=reused)
 
 
-def run(cfg: DictConfig, force: bool = False) -> PreprocessResult:
+def run(cfg: DictConfig, force: bool = False) -> Any:
+    """The processed interaction log, or for a text-only dataset its cleaned and split texts."""
+    if cfg.data.get("source") is None and cfg.data.get("text") is not None:
+        from recsys_cli.tasks.text import load_text_splits
+
+        return load_text_splits(cfg)
     return prepare_data(cfg, force=force)

