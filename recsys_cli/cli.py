@@ -137,12 +137,22 @@ def evaluate(
         Path | None,
         typer.Option("--output", "-o", help="Where to write the metrics JSON (default: <run>/eval/metrics.json)."),
     ] = None,
+    baselines: Annotated[
+        bool,
+        typer.Option(
+            "--baselines",
+            help="Text models: also score the untuned encoder (linear probe, zero-shot label names) and the "
+            "majority class / mean, to show what fine-tuning bought, e.g. --baselines.",
+        ),
+    ] = False,
 ) -> None:
     """Recompute validation and test metrics of a checkpoint; overrides may point it at other data."""
     from recsys_cli.tasks import evaluate as task
 
-    result = _guard(task.run, checkpoint, overrides or [], output)
+    result = _guard(task.run, checkpoint, overrides or [], output, baselines)
     render_metrics(result.metrics, title=f"{result.metrics['model']} on {result.metrics['data']}")
+    render_per_class(result.metrics)
+    render_baselines(result.metrics)
     console.print(f"[bold]metrics:[/] {result.output}")
 
 
@@ -266,6 +276,53 @@ def render_metrics(metrics: dict[str, Any], title: str) -> None:
             f"{metrics['fit_seconds']:.1f} s, {metrics['seconds_per_epoch']:.2f} s/epoch, "
             f"peak memory {metrics['peak_memory_mb']:.0f} MB"
         )
+
+
+def render_per_class(metrics: dict[str, Any]) -> None:
+    """The per-class precision/recall/F1 table of a classification eval, weakest classes first."""
+    path = metrics.get("reports", {}).get("per_class")
+    if not path:
+        return
+    import json
+
+    rows = sorted(json.loads(Path(path).read_text()), key=lambda row: (row["f1"], row["name"]))
+    table = Table(title="test per class (weakest first)")
+    for column in ("class", "precision", "recall", "f1", "support", "predicted"):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    for row in rows:
+        table.add_row(
+            str(row["name"]), *(f"{row[key]:.3f}" for key in ("precision", "recall", "f1")),
+            str(row["support"]), str(row["predicted"]),
+        )  # fmt: skip
+    console.print(table)
+
+
+def render_baselines(metrics: dict[str, Any]) -> None:
+    """The fine-tuned model beside the untuned encoder's probe, zero-shot and the trivial baseline."""
+    baselines = metrics.get("baselines")
+    if not baselines:
+        return
+    rows = {f"fine-tuned ({metrics['model']})": metrics["test"], **baselines}
+    names = [key for key in metrics["test"] if key.split("/", 1)[1] in BASELINE_METRICS]
+    table = Table(title="before and after fine-tuning (test)")
+    table.add_column("model")
+    for name in names:
+        table.add_column(name.split("/", 1)[1], justify="right")
+    for label, values in rows.items():
+        table.add_row(label, *(_fmt(values.get(name)) for name in names))
+    console.print(table)
+
+
+BASELINE_METRICS = (
+    "accuracy",
+    "macro_f1",
+    "top3_accuracy",
+    "in_scope_accuracy",
+    "oos_recall",
+    "rmse",
+    "mae",
+    "class_macro_f1",
+)
 
 
 def render_summary(rows: list[dict[str, Any]]) -> None:

@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 import warnings
+from typing import Any
 
 _NOISY_LOGGERS = ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric", "torch.distributed")
 _NOISY_WARNINGS = (
@@ -57,3 +58,43 @@ def keep_freed_memory() -> bool:
         return False
     settings = ((_M_MMAP_THRESHOLD, 32 * _MIB), (_M_TRIM_THRESHOLD, 512 * _MIB), (_M_TOP_PAD, 64 * _MIB))
     return all(libc.mallopt(option, value) == 1 for option, value in settings)
+
+
+def native_bf16(accelerator: str = "cpu") -> bool:
+    """Whether the hardware computes bfloat16 natively (so bf16 mixed precision is faster, not emulated).
+
+    A GPU: ``torch.cuda.is_bf16_supported()``. A CPU: the ``avx512_bf16`` or ``amx_bf16`` instructions
+    (Linux ``/proc/cpuinfo``); elsewhere bf16 matrix products are emulated and slower than float32.
+    """
+    import torch
+
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def resolve_precision(precision: object, accelerator: str = "cpu") -> object:
+    """``auto``: ``bf16-mixed`` where bf16 is native (see ``native_bf16``), else ``32-true``; others pass."""
+    if str(precision) != "auto":
+        return precision
+    return "bf16-mixed" if native_bf16(accelerator) else "32-true"
+
+
+def inference_autocast(precision: object, accelerator: str = "cpu") -> Any:
+    """The autocast context that inference outside a Trainer uses for a run's ``trainer.precision``."""
+    import contextlib
+
+    import torch
+
+    resolved = str(resolve_precision(precision, accelerator))
+    if resolved.startswith("bf16"):
+        return torch.autocast("cuda" if accelerator in ("gpu", "cuda") else "cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()

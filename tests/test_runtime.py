@@ -16,3 +16,15 @@ def test_keep_freed_memory_takes_on_glibc_and_leaves_results_alone(monkeypatch: 
     assert torch.equal((x @ x.T).sum(), before)
     monkeypatch.setenv("RECSYS_DEFAULT_MALLOC", "1")
     assert keep_freed_memory() is False
+
+
+def test_precision_auto_resolves_by_native_bf16(monkeypatch):
+    from recsys_cli import runtime
+
+    assert runtime.resolve_precision("16-mixed") == "16-mixed"
+    assert runtime.resolve_precision(32) == 32
+    monkeypatch.setattr(runtime, "native_bf16", lambda accelerator="cpu": True)
+    assert runtime.resolve_precision("auto") == "bf16-mixed"
+    monkeypatch.setattr(runtime, "native_bf16", lambda accelerator="cpu": False)
+    assert runtime.resolve_precision("auto") == "32-true"
+    assert isinstance(runtime.native_bf16("cpu"), bool)

@@ -147,6 +147,13 @@ class TextDataModule(pl.LightningDataModule):
             ids, offsets = tokenize_split(texts, self.tokenizer, self.max_length, cache)
             self.data[split] = TokenizedTexts(ids, offsets, self.labels_of(split), pad_id)
 
+    def encode_texts(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        """One padded token batch of a few ad-hoc texts (label names, prompts)."""
+        encoded = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
+        return {keys.INPUT_IDS: encoded["input_ids"], keys.ATTENTION_MASK: encoded["attention_mask"]}
+
     @torch.inference_mode()
     def cache_features(self, embed: Callable[[dict[str, torch.Tensor]], torch.Tensor], batch_size: int = 128) -> None:
         """Replace each split's token batches by ``embed(batch)`` computed once (frozen encoders)."""

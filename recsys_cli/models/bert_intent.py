@@ -148,7 +148,11 @@ class BertIntent(pl.LightningModule):
                     "weight_decay": 0.0 if no_decay else self.hparams.weight_decay,
                 }
                 for (is_head, no_decay), params in groups.items()
-            ]
+            ],
+            # One fused kernel over all parameters: the foreach update costs 7x more per step on CPU.
+            # Not under fp16 loss scaling, which must unscale gradients before clipping.
+            fused=str(self.trainer.precision) not in ("16-mixed", "16-true", "16")
+            and all(p.device.type in ("cpu", "cuda") for params in groups.values() for p in params),
         )
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = int(self.hparams.warmup_ratio * total)
@@ -169,8 +173,18 @@ class BertIntent(pl.LightningModule):
     ) -> None:
         """``trainer.gradient_clip_val`` when set, otherwise the model's ``max_grad_norm``."""
         value = gradient_clip_val if gradient_clip_val is not None else self.hparams.max_grad_norm
-        if value:
-            self.clip_gradients(optimizer, gradient_clip_val=value, gradient_clip_algorithm=gradient_clip_algorithm)
+        if not value:
+            return
+        if optimizer.defaults.get("fused") and str(self.trainer.precision).startswith("bf16"):
+            # Lightning's mixed-precision plugin refuses fused optimisers (a guard for fp16 loss scaling);
+            # bf16 scales nothing, so clip the true gradients directly.
+            parameters = [p for group in optimizer.param_groups for p in group["params"]]
+            if str(gradient_clip_algorithm or "norm").lower().endswith("value"):
+                torch.nn.utils.clip_grad_value_(parameters, value)
+            else:
+                torch.nn.utils.clip_grad_norm_(parameters, value)
+            return
+        self.clip_gradients(optimizer, gradient_clip_val=value, gradient_clip_algorithm=gradient_clip_algorithm)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Frozen and LoRA checkpoints keep only what training changed (head, adapters): they stay small."""

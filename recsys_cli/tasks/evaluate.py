@@ -35,8 +35,12 @@ def run_dir_of(checkpoint: Path) -> Path:
 
 
 def run(
-    checkpoint_path: str | Path, overrides: list[str] | None = None, output: str | Path | None = None
+    checkpoint_path: str | Path,
+    overrides: list[str] | None = None,
+    output: str | Path | None = None,
+    baselines: bool = False,
 ) -> EvalResult:
+    """Validation and test metrics of a checkpoint (``baselines``: text models also score the untuned encoder)."""
     from recsys_cli.data.datamodule import SequenceDataModule
     from recsys_cli.data.preprocess import fingerprint
     from recsys_cli.evaluation.protocol import RankingEvaluator
@@ -52,7 +56,7 @@ def run(
     if meta["kind"] == "text":
         from recsys_cli.tasks import text
 
-        return text.evaluate(checkpoint_path, checkpoint, list(overrides or []), output)
+        return text.evaluate(checkpoint_path, checkpoint, list(overrides or []), output, baselines=baselines)
     if overrides:
         cfg = compose_config(merge_overrides(meta.get("overrides", []), list(overrides)))
     else:

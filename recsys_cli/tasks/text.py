@@ -192,7 +192,64 @@ def write_reports(folder: Path, evaluator: Any, splits: Any, split: str) -> dict
     return files
 
 
-def evaluate(checkpoint_path: Path, checkpoint: dict[str, Any], overrides: list[str], output: Path | None) -> Any:
+def untuned_baselines(cfg: DictConfig, splits: Any) -> dict[str, dict[str, float]]:
+    """Test metrics of what needs no fine-tuning, the "before" that a fine-tuned encoder is compared with.
+
+    - ``majority class`` / ``predict the mean``: the train split's most frequent label or mean target;
+    - ``untuned + linear probe``: the pretrained encoder (``model.encoder``, frozen) with a logistic
+      (ratings: ridge) regression on its pooled embeddings, L2 chosen on the validation split;
+    - ``untuned, zero-shot``: the label whose name embeds nearest (cosine) to the text, no training.
+    """
+    import torch
+    from omegaconf import open_dict
+
+    from recsys_cli.evaluation.intent import text_metrics
+    from recsys_cli.models import probe
+
+    if splits.task not in ("classification", "regression"):
+        return {}
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        cfg.model.finetune = "frozen"
+    encoder = build_text_model(cfg, splits).eval()
+    datamodule = build_datamodule(cfg, splits, encoder.tokenizer)
+    datamodule.setup()
+    with torch.inference_mode():
+        datamodule.cache_features(encoder.embed, batch_size=int(text_config(cfg).eval_batch_size))
+    features = {split: datamodule.data[split].features for split in ("train", "valid", "test")}
+    labels = {split: datamodule.labels_of(split) for split in ("train", "valid", "test")}
+    n_labels = len(splits.label_names or []) or 1
+
+    def score(outputs: torch.Tensor) -> dict[str, float]:
+        return text_metrics(splits.task, outputs.float(), labels["test"], n_labels, splits.oos_label, "test/")
+
+    results: dict[str, dict[str, float]] = {}
+    if splits.task == "regression":
+        results["predict the mean"] = score(torch.full((len(labels["test"]),), labels["train"].float().mean().item()))
+        predict, alpha = probe.ridge_regressor(features["train"], labels["train"], features["valid"], labels["valid"])
+        results["untuned + linear probe"] = {**score(predict(features["test"])), "ridge_alpha": alpha}
+        return results
+    majority = torch.bincount(labels["train"], minlength=n_labels).argmax()
+    results["majority class"] = score(torch.nn.functional.one_hot(majority.expand(len(labels["test"])), n_labels))
+    logits_of, l2 = probe.linear_probe_classifier(
+        features["train"], labels["train"], features["valid"], labels["valid"], n_labels
+    )
+    results["untuned + linear probe"] = {**score(logits_of(features["test"])), "probe_l2": l2}
+    prompts = [probe.label_prompt(name) for name in splits.label_names]
+    with torch.inference_mode():
+        label_batch = datamodule.encode_texts(prompts)
+        label_embeddings = encoder.embed(label_batch)
+    results["untuned, zero-shot label names"] = score(probe.zero_shot_scores(features["test"], label_embeddings))
+    return results
+
+
+def evaluate(
+    checkpoint_path: Path,
+    checkpoint: dict[str, Any],
+    overrides: list[str],
+    output: Path | None,
+    baselines: bool = False,
+) -> Any:
     """Validation and test metrics of a text checkpoint, with the per-class report and confusion matrix."""
     from omegaconf import OmegaConf
 
@@ -239,6 +296,8 @@ def evaluate(checkpoint_path: Path, checkpoint: dict[str, Any], overrides: list[
         "test": evaluator.results.get("test", {}),
         "reports": write_reports(output.parent, evaluator, splits, "test"),
     }
+    if baselines:
+        metrics["baselines"] = untuned_baselines(cfg, splits)
     atomic_write_json(output, metrics)
     return EvalResult(metrics=metrics, output=output)
 
@@ -265,7 +324,7 @@ def predict(
     from recsys_cli.data.sources import read_table
     from recsys_cli.data.text_datamodule import TokenizedTexts, tokenize_split
     from recsys_cli.predict import RecommendationWriter, list_column, output_format
-    from recsys_cli.runtime import keep_freed_memory
+    from recsys_cli.runtime import inference_autocast, keep_freed_memory
     from recsys_cli.tasks.predict import PredictResult, _progress
 
     keep_freed_memory()
@@ -299,7 +358,9 @@ def predict(
     indices = torch.zeros((len(texts), k), dtype=torch.long)
     pooled: torch.Tensor | None = None
     start = time.perf_counter()
-    with torch.inference_mode(), _progress(progress, -(-len(order) // batch_size)) as advance:
+    trainer_config = checkpoint[KEY]["config"].get("trainer", {})
+    autocast = inference_autocast(trainer_config.get("precision", "32-true"))  # as trained: bf16 where native
+    with torch.inference_mode(), autocast, _progress(progress, -(-len(order) // batch_size)) as advance:
         for begin in range(0, len(order), batch_size):
             rows = order[begin : begin + batch_size]
             batch = data.token_batch(rows)

@@ -57,8 +57,11 @@ def build_trainer(cfg: DictConfig, callbacks: list[Any], logger: Any, run_dir: P
     from hydra.utils import instantiate
 
     from recsys_cli.checkpoint import AtomicCheckpointIO
+    from recsys_cli.runtime import resolve_precision
 
     kwargs: dict[str, Any] = {"callbacks": callbacks, "logger": logger, "plugins": [AtomicCheckpointIO()], **overrides}
+    if "precision" not in overrides:
+        kwargs["precision"] = resolve_precision(cfg.trainer.get("precision", "32-true"), cfg.trainer.get("accelerator"))
     if run_dir is not None:
         kwargs["default_root_dir"] = str(run_dir)
     return instantiate(cfg.trainer, **kwargs)

@@ -78,11 +78,17 @@ def test_train_eval_predict_intents_through_the_cli(tiny_encoder, workdir, tmp_p
     assert (run / "test_confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(json.loads((run / "test_per_class.json").read_text())) == 4
 
-    result = invoke("eval", "--checkpoint", run / "checkpoints/best.ckpt")
+    result = invoke("eval", "--checkpoint", run / "checkpoints/best.ckpt", "--baselines")
     assert result.exit_code == 0, result.output
     again = json.loads((run / "eval" / "metrics.json").read_text())
     assert again["test"]["test/accuracy"] == pytest.approx(metrics["test"]["test/accuracy"])
     assert again["same_data_as_training"] is True
+    assert "test per class" in result.output and "before and after fine-tuning" in result.output
+    baselines = again["baselines"]
+    assert set(baselines) == {"majority class", "untuned + linear probe", "untuned, zero-shot label names"}
+    majority = baselines["majority class"]["test/accuracy"]
+    assert 0 < majority < 0.5  # 4 balanced-ish intents
+    assert baselines["untuned + linear probe"]["test/accuracy"] > majority
 
     queries = tmp_path / "queries.csv"
     pd.DataFrame({"query": ["looking for a cheap lamp", "   ", "gift ideas"]}).to_csv(queries, index=False)
