@@ -145,3 +145,30 @@ def test_text_models_and_interaction_data_do_not_mix(tiny_encoder, workdir):
     assert result.exit_code == 2 and "no interaction log" in result.output
     result = invoke("train", *workdir, "model=bert_intent", f"model.encoder={tiny_encoder}", "data=ml100k")
     assert result.exit_code == 2 and "has no texts" in result.output
+
+
+def test_init_from_refreshes_an_intent_model_and_extends_its_label_map(tiny_encoder, workdir, tmp_path):
+    args = [*workdir, *TINY_TEXT, "model=bert_intent", f"model.encoder={tiny_encoder}", "logger=none", "trainer=debug"]
+    assert invoke("train", *args, "run.name=first").exit_code == 0
+    first = tmp_path / "runs" / "first" / "checkpoints" / "best.ckpt"
+    old_labels = torch.load(first, weights_only=False)["recsys"]["data"]["label_names"]
+    # newer data: the known intents plus one new one
+    texts = [f"{label.replace('_', ' ')} please {i}" for i in range(12) for label in old_labels]
+    texts += [f"where is my refund {i}" for i in range(12)]
+    labels = [label for _ in range(12) for label in old_labels] + ["zz_refund"] * 12
+    path = tmp_path / "newer.csv"
+    pd.DataFrame({"text": texts, "label": labels}).to_csv(path, index=False)
+    result = invoke(
+        "train", *workdir, "model=bert_intent", f"model.encoder={tiny_encoder}", "logger=none", "trainer=debug",
+        "data=text_table", f"data.path={path}", f"model.init_from={first}", "run.name=second",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    second = torch.load(tmp_path / "runs" / "second" / "checkpoints" / "best.ckpt", weights_only=False)
+    assert second["recsys"]["data"]["label_names"] == [*old_labels, "zz_refund"]
+    assert second["state_dict"]["head.1.weight"].shape[0] == len(old_labels) + 1
+
+    recommender = invoke("train", *workdir, "model=pop", "data=synthetic", "logger=none", "run.name=pop")
+    assert recommender.exit_code == 0
+    pop = tmp_path / "runs" / "pop" / "checkpoints" / "best.ckpt"
+    result = invoke("train", *args, f"model.init_from={pop}", "run.name=third")
+    assert result.exit_code == 2 and "recommender" in result.output
