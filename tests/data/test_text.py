@@ -17,15 +17,7 @@ from recsys_cli.data.text import (
     prepare_text_data,
 )
 from recsys_cli.errors import RecsysError
-
-SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-
-
-def shared_dataset(name: str) -> Path:
-    path = SHARED_DATA / name
-    if not path.is_dir():
-        pytest.skip(f"{path} is absent (real-data tests run where ../shared/data exists)")
-    return path
+from tests.conftest import shared_dataset
 
 
 class FrameSource(TextSource):

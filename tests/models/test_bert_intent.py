@@ -13,7 +13,7 @@ from recsys_cli.cli import app
 from recsys_cli.errors import RecsysError
 from recsys_cli.models import encoders
 from recsys_cli.models.bert_intent import BertIntent
-from tests.conftest import TINY_TEXT
+from tests.conftest import TINY_TEXT, shared_dataset
 
 runner = CliRunner()
 
@@ -172,3 +172,22 @@ def test_init_from_refreshes_an_intent_model_and_extends_its_label_map(tiny_enco
     pop = tmp_path / "runs" / "pop" / "checkpoints" / "best.ckpt"
     result = invoke("train", *args, f"model.init_from={pop}", "run.name=third")
     assert result.exit_code == 2 and "recommender" in result.output
+
+
+def test_banking77_trains_evaluates_and_predicts_through_the_cli(tiny_encoder, workdir, tmp_path):
+    folder = shared_dataset("banking77")
+    args = [
+        *workdir, "model=bert_intent", f"model.encoder={tiny_encoder}", "logger=none", "trainer=debug",
+        "data=banking77", f"data.path={folder}", "run.name=b77",
+    ]  # fmt: skip
+    result = invoke("train", *args)
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "runs" / "b77"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["protocol"]["sizes"]["test"] >= 3_070 and "77 labels" in metrics["protocol"]["description"]
+    assert len(json.loads((run / "test_per_class.json").read_text())) == 77
+    queries = tmp_path / "q.csv"
+    pd.read_csv(folder / "test.csv").head(50)[["text"]].to_csv(queries, index=False)
+    result = invoke("predict", "-c", run / "checkpoints/best.ckpt", "-i", queries, "-o", tmp_path / "o.csv", "-k", 2)
+    assert result.exit_code == 0, result.output
+    assert len(pd.read_csv(tmp_path / "o.csv")) == 50
