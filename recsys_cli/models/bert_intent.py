@@ -47,7 +47,8 @@ class BertIntent(pl.LightningModule):
         lora_dropout: float = 0.1,
         lora_targets: list[str] | None = None,
         lr: float = 1e-4,
-        head_lr: float | None = None,
+        lora_lr: float = 1e-3,
+        head_lr: float | None = 1e-2,
         weight_decay: float = 0.01,
         warmup_ratio: float = 0.1,
         max_grad_norm: float | None = 1.0,
@@ -139,7 +140,8 @@ class BertIntent(pl.LightningModule):
                 continue
             no_decay = parameter.ndim < 2 or "norm" in name.lower()
             groups.setdefault((name.startswith("head."), no_decay), []).append(parameter)
-        lr, head_lr = self.hparams.lr, self.hparams.head_lr or self.hparams.lr
+        lr = self.hparams.lora_lr if self.hparams.finetune == "lora" else self.hparams.lr
+        head_lr = lr if self.hparams.head_lr is None else self.hparams.head_lr
         optimizer = torch.optim.AdamW(
             [
                 {
