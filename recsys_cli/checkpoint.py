@@ -24,18 +24,33 @@ KEY = "recsys"
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint writer, but to a temp file renamed into place."""
+    """Lightning's checkpoint writer, but to a temp file renamed into place, with the run's ``recsys`` entry."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.metadata: dict[str, Any] | None = None
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        if self.metadata is not None:
+            checkpoint = {**checkpoint, KEY: self.metadata}
         with atomic_path(path) as tmp:
             super().save_checkpoint(checkpoint, tmp, storage_options)
 
 
 class CheckpointMetadata(pl.Callback):
-    """Adds the ``recsys`` entry to every checkpoint Lightning saves."""
+    """Adds the ``recsys`` entry to every checkpoint Lightning saves.
+
+    Lightning skips callbacks' ``on_save_checkpoint`` for weights-only checkpoints, so the entry also
+    travels through the trainer's :class:`AtomicCheckpointIO`.
+    """
 
     def __init__(self, metadata: dict[str, Any]) -> None:
         self.metadata = metadata
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        writer = trainer.strategy.checkpoint_io
+        if isinstance(writer, AtomicCheckpointIO):
+            writer.metadata = self.metadata
 
     def on_save_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]

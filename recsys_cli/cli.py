@@ -261,13 +261,14 @@ def render_metrics(metrics: dict[str, Any], title: str) -> None:
         {key.split("/", 1)[1] for key in [*valid, *test]},
         key=lambda n: (n.split("@")[0], int(n.split("@")[1]) if "@" in n else 0),
     )
-    table = Table(title=title, caption=f"protocol: {metrics['protocol']['description']}")
+    table = Table(title=title)
     table.add_column("metric")
     table.add_column("valid", justify="right")
     table.add_column("test", justify="right")
     for name in names:
         table.add_row(name, _fmt(valid.get(f"val/{name}")), _fmt(test.get(f"test/{name}")))
     console.print(table)
+    console.print(f"[bold]protocol:[/] {metrics['protocol']['description']}")
     for name, path in metrics.get("reports", {}).items():
         console.print(f"[bold]{name.replace('_', ' ')}:[/] {path}")
     if "epochs" in metrics:
@@ -275,6 +276,16 @@ def render_metrics(metrics: dict[str, Any], title: str) -> None:
             f"epochs {metrics['epochs']} (best {metrics.get('best_epoch')}), "
             f"{metrics['fit_seconds']:.1f} s, {metrics['seconds_per_epoch']:.2f} s/epoch, "
             f"peak memory {metrics['peak_memory_mb']:.0f} MB"
+            + (
+                f", {metrics['train_samples_per_second']:,.0f} training samples/s"
+                if "train_samples_per_second" in metrics
+                else ""
+            )
+            + (
+                f", features cached once in {metrics['feature_cache_seconds']:.1f} s"
+                if metrics.get("feature_cache_seconds")
+                else ""
+            )
         )
 
 

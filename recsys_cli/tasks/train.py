@@ -232,6 +232,7 @@ def fit_and_test(
         mode=cfg.train.mode,
         save_top_k=1,
         save_last=True,
+        save_weights_only=bool(cfg.train.get("save_weights_only", True)),
         auto_insert_metric_name=False,
     )
     stopper = EarlyStopping(

@@ -191,3 +191,43 @@ def test_banking77_trains_evaluates_and_predicts_through_the_cli(tiny_encoder, w
     result = invoke("predict", "-c", run / "checkpoints/best.ckpt", "-i", queries, "-o", tmp_path / "o.csv", "-k", 2)
     assert result.exit_code == 0, result.output
     assert len(pd.read_csv(tmp_path / "o.csv")) == 50
+
+
+def _tiny(config_class: str, **sizes):
+    import transformers
+
+    config = getattr(transformers, config_class)(vocab_size=50, max_position_embeddings=40, **sizes)
+    return transformers.AutoModel.from_config(config)
+
+
+ARCHITECTURES = {
+    "bert": ("BertConfig", dict(hidden_size=16, num_hidden_layers=3, num_attention_heads=2, intermediate_size=32)),
+    "roberta": (
+        "RobertaConfig",
+        dict(hidden_size=16, num_hidden_layers=3, num_attention_heads=2, intermediate_size=32, pad_token_id=1),
+    ),
+    "distilbert": ("DistilBertConfig", dict(dim=16, n_layers=3, n_heads=2, hidden_dim=32)),
+    "deberta-v2": (
+        "DebertaV2Config",
+        dict(hidden_size=16, num_hidden_layers=3, num_attention_heads=2, intermediate_size=32),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_top_k_and_lora_work_across_bert_family_architectures(name):
+    config_class, sizes = ARCHITECTURES[name]
+    encoder = encoders.apply_finetune(_tiny(config_class, **sizes), "top_k", top_k_layers=1)
+    layers = encoders.transformer_layers(encoder)
+    assert len(layers) == 3
+    # exactly the last layer trains
+    assert {id(p) for p in encoder.parameters() if p.requires_grad} == {id(p) for p in layers[-1].parameters()}
+
+    encoder = encoders.apply_finetune(_tiny(config_class, **sizes), "lora", lora_r=2)
+    trainable = [n for n, p in encoder.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    # adapters on two projections (query and value, whatever their names) in each of the 3 layers, A and B each
+    assert len(trainable) == 3 * 2 * 2
+    ids = torch.randint(3, 50, (2, 7))
+    out = encoder(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state
+    assert out.shape == (2, 7, 16)
