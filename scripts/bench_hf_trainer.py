@@ -69,7 +69,7 @@ def main() -> None:
             per_device_eval_batch_size=args.eval_batch_size,
             num_train_epochs=args.epochs,
             learning_rate=args.lr,
-            warmup_ratio=args.warmup_ratio,
+            warmup_steps=args.warmup_ratio,  # transformers 5: a float in [0, 1) is a ratio of all steps
             weight_decay=0.01,
             save_strategy="no",
             eval_strategy="no",
