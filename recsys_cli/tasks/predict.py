@@ -35,13 +35,18 @@ class PredictResult:
         return self.rows / self.seconds if self.seconds > 0 else float("inf")
 
 
-def read_requests(path: Path) -> pd.DataFrame:
+def read_requests(path: Path, model_name: str = "the recommender") -> pd.DataFrame:
     from recsys_cli.data.sources import read_table
 
     if not path.is_file():
         raise RecsysError(f"input file '{path}' not found; pass --input users.csv (columns user_id and/or history).")
     frame = read_table(path)
     if USER_COLUMN not in frame.columns and HISTORY_COLUMN not in frame.columns:
+        if "text" in frame.columns:
+            raise RecsysError(
+                f"'{path}' holds texts, but the checkpoint is a recommender (model={model_name}) that needs "
+                f"'{USER_COLUMN}' or '{HISTORY_COLUMN}' rows; for intents pass a bert_intent checkpoint."
+            )
         raise RecsysError(
             f"'{path}' has neither a '{USER_COLUMN}' nor a '{HISTORY_COLUMN}' column "
             f"(found: {', '.join(map(str, frame.columns[:10]))}); rename the column holding user ids "
@@ -144,14 +149,19 @@ def run(
         )
     if (input_path is None) == (not all_users):
         raise RecsysError("give either --input FILE or --all-users.")
-    if embeddings:
-        raise RecsysError("--embeddings is for text models; this checkpoint is a recommender.")
+    model_name = checkpoint[KEY]["config"]["model"]["name"]
+    if embeddings or text_column != "text":
+        option = "--embeddings" if embeddings else "--text-column"
+        raise RecsysError(
+            f"{option} is for text models, but '{checkpoint_path}' is a recommender (model={model_name}); "
+            "pass a bert_intent / bert_rating checkpoint, or drop the option to recommend items."
+        )
     batch_size = batch_size or 128
     data = checkpoint[KEY]["data"]
     if all_users:
         requests = pd.DataFrame({USER_COLUMN: data["user_ids"][1:]})
     else:
-        requests = read_requests(Path(input_path))
+        requests = read_requests(Path(input_path), model_name=model_name)
     model = build_module(checkpoint)
     indptr, items, counts = request_histories(requests, data)
     item_ids = np.asarray(data["item_ids"], dtype=object)

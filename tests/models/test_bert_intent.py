@@ -172,6 +172,13 @@ def test_init_from_refreshes_an_intent_model_and_extends_its_label_map(tiny_enco
     pop = tmp_path / "runs" / "pop" / "checkpoints" / "best.ckpt"
     result = invoke("train", *args, f"model.init_from={pop}", "run.name=third")
     assert result.exit_code == 2 and "recommender" in result.output
+    # a recommender's checkpoint given to an intent predict
+    queries = tmp_path / "queries.csv"
+    pd.DataFrame({"text": ["where is my refund"]}).to_csv(queries, index=False)
+    for extra in ([], ["--text-column", "text"]):
+        result = invoke("predict", "-c", pop, "-i", queries, "-o", tmp_path / "out.jsonl", *extra)
+        assert result.exit_code == 2 and "recommender (model=pop)" in result.output, result.output
+    assert not (tmp_path / "out.jsonl").exists()
 
 
 def test_banking77_trains_evaluates_and_predicts_through_the_cli(tiny_encoder, workdir, tmp_path):
