@@ -3,7 +3,9 @@
 HISTORY = "history"  # [B, L] item indices, left-padded with 0, most recent last
 NEXT_ITEMS = "next_items"  # [B, L] training target at each position (0 = no target)
 TARGETS = "targets"  # [B, T] held-out items to rank, padded with 0
-USERS = "users"  # [B] user indices
+USERS = "users"  # [B] user indices (training windows: the window's user; predict: 0 = unknown user)
+TIMESTAMPS = "timestamps"  # [B, L] event times (seconds, or positions where the data has none), aligned with
+#                            history; 0 where history is padding
 SEEN_ROWS = "seen_rows"  # [M] batch row of each (row, item) pair the user already interacted with
 SEEN_ITEMS = "seen_items"  # [M] the item of that pair
 

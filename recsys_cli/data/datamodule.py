@@ -33,6 +33,19 @@ def last_window(flat: np.ndarray, starts: np.ndarray, ends: np.ndarray, length: 
     return out
 
 
+def window_ends(
+    user_starts: np.ndarray, user_ends: np.ndarray, max_len: int, stride: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(owner, end) of every training window: windows end every ``stride`` items from a user's last event back."""
+    stride = max_len if stride is None else stride
+    lengths = user_ends - user_starts
+    n_windows = np.where(lengths >= 2, np.ceil((lengths - 1) / stride), 0).astype(np.int64)
+    owner = np.repeat(np.arange(len(lengths)), n_windows)
+    first_window = np.cumsum(n_windows) - n_windows
+    index_in_user = np.arange(len(owner)) - first_window[owner]
+    return owner, user_ends[owner] - index_in_user * stride
+
+
 def training_windows(
     items: np.ndarray, user_starts: np.ndarray, user_ends: np.ndarray, max_len: int, stride: int | None = None
 ) -> np.ndarray:
@@ -42,13 +55,7 @@ def training_windows(
     ``stride`` next-item positions of each window are its targets (:class:`WindowDataset`), so every
     event is still a target once per epoch but sees at least ``max_len - stride`` items of history.
     """
-    stride = max_len if stride is None else stride
-    lengths = user_ends - user_starts
-    n_windows = np.where(lengths >= 2, np.ceil((lengths - 1) / stride), 0).astype(np.int64)
-    owner = np.repeat(np.arange(len(lengths)), n_windows)
-    first_window = np.cumsum(n_windows) - n_windows
-    index_in_user = np.arange(len(owner)) - first_window[owner]
-    ends = user_ends[owner] - index_in_user * stride
+    owner, ends = window_ends(user_starts, user_ends, max_len, stride)
     return last_window(items, user_starts[owner], ends, max_len + 1)
 
 
@@ -75,10 +82,20 @@ class WindowDataset(Dataset):
     """Training windows; a batch of indices is sliced in one tensor operation.
 
     Only the last ``stride`` next-item positions of a window are targets (all of them by default).
+    ``users`` (the owner of each window) and ``timestamps`` (aligned with ``windows``) are optional
+    and, when given, travel in every batch as ``users`` and ``timestamps`` (aligned with ``history``).
     """
 
-    def __init__(self, windows: np.ndarray, stride: int | None = None) -> None:
+    def __init__(
+        self,
+        windows: np.ndarray,
+        stride: int | None = None,
+        users: np.ndarray | None = None,
+        timestamps: np.ndarray | None = None,
+    ) -> None:
         self.windows = torch.from_numpy(windows)
+        self.users = None if users is None else torch.from_numpy(np.asarray(users, dtype=np.int64))
+        self.timestamps = None if timestamps is None else torch.from_numpy(np.asarray(timestamps, dtype=np.int64))
         length = self.windows.shape[1] - 1
         stride = length if stride is None else stride
         self.target_columns = torch.arange(length) >= length - stride
@@ -90,10 +107,16 @@ class WindowDataset(Dataset):
         return self.__getitems__([index])
 
     def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        window = self.windows[torch.as_tensor(indices)]
+        rows = torch.as_tensor(indices)
+        window = self.windows[rows]
         history = window[:, :-1]
         # A user's first event has no history to predict it from: it is input only, never a target.
-        return {keys.HISTORY: history, keys.NEXT_ITEMS: window[:, 1:] * ((history > 0) & self.target_columns)}
+        batch = {keys.HISTORY: history, keys.NEXT_ITEMS: window[:, 1:] * ((history > 0) & self.target_columns)}
+        if self.users is not None:
+            batch[keys.USERS] = self.users[rows]
+        if self.timestamps is not None:
+            batch[keys.TIMESTAMPS] = self.timestamps[rows][:, :-1]
+        return batch
 
 
 class LengthGroupedSampler(Sampler[int]):
@@ -143,9 +166,11 @@ class EvalDataset(Dataset):
         target_items: np.ndarray,
         seen_indptr: np.ndarray,
         seen_items: np.ndarray,
+        history_times: np.ndarray | None = None,
     ) -> None:
         self.users = users
         self.history = torch.from_numpy(history)
+        self.history_times = None if history_times is None else torch.from_numpy(history_times)
         self.target_indptr, self.target_items = target_indptr, target_items
         self.seen_indptr, self.seen_items = seen_indptr, seen_items
 
@@ -158,16 +183,26 @@ class EvalDataset(Dataset):
     def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
         rows = np.asarray(indices)
         seen_rows, seen_items = csr_rows(self.seen_indptr, self.seen_items, rows)
-        return {
+        batch = {
             keys.USERS: torch.from_numpy(self.users[rows]),
             keys.HISTORY: self.history[torch.from_numpy(rows)],
             keys.TARGETS: torch.from_numpy(padded_rows(self.target_indptr, self.target_items, rows)),
             keys.SEEN_ROWS: torch.from_numpy(seen_rows),
             keys.SEEN_ITEMS: torch.from_numpy(seen_items.astype(np.int64)),
         }
+        if self.history_times is not None:
+            batch[keys.TIMESTAMPS] = self.history_times[torch.from_numpy(rows)]
+        return batch
 
 
-def eval_set(users: np.ndarray, items: np.ndarray, split: np.ndarray, stage: int, max_len: int) -> EvalDataset:
+def eval_set(
+    users: np.ndarray,
+    items: np.ndarray,
+    split: np.ndarray,
+    stage: int,
+    max_len: int,
+    timestamps: np.ndarray | None = None,
+) -> EvalDataset:
     """Evaluation users of ``stage``: history = events before it; for test, validation events count as history."""
     history_mask = split < stage
     target_mask = split == stage
@@ -177,13 +212,25 @@ def eval_set(users: np.ndarray, items: np.ndarray, split: np.ndarray, stage: int
     hist_counts = np.bincount(users[history_mask], minlength=n_users)
     hist_indptr = np.concatenate([[0], np.cumsum(hist_counts)])
     hist_items = items[history_mask]  # rows are sorted by user then time, so masks keep the order
-    history = last_window(hist_items, hist_indptr[eval_users], hist_indptr[eval_users + 1], max_len)
+    starts, ends = hist_indptr[eval_users], hist_indptr[eval_users + 1]
+    history = last_window(hist_items, starts, ends, max_len)
+    history_times = None if timestamps is None else last_window(timestamps[history_mask], starts, ends, max_len)
     t_indptr = np.concatenate([[0], np.cumsum(target_counts[eval_users])])
     targets = items[target_mask]
     # Compress the seen-item CSR to the evaluated users only.
     _, seen = csr_rows(hist_indptr, hist_items, eval_users)
     seen_indptr = np.concatenate([[0], np.cumsum(hist_counts[eval_users])])
-    return EvalDataset(eval_users, history, t_indptr, targets, seen_indptr, seen)
+    return EvalDataset(eval_users, history, t_indptr, targets, seen_indptr, seen, history_times)
+
+
+def event_times(interactions: Any) -> np.ndarray:
+    """Integer event times per interaction: the timestamp column, or each user's event positions 1, 2, ..."""
+    if "timestamp" in interactions.columns:
+        return interactions["timestamp"].to_numpy().astype(np.int64)
+    users = interactions["user_idx"].to_numpy()
+    first = np.concatenate([[True], users[1:] != users[:-1]])
+    start = np.maximum.accumulate(np.where(first, np.arange(len(users)), 0))
+    return np.arange(len(users)) - start + 1
 
 
 def _identity(batch: Any) -> Any:
@@ -224,6 +271,7 @@ class SequenceDataModule(pl.LightningDataModule):
         self.user_idx = inter["user_idx"].to_numpy().astype(np.int64)
         self.item_idx = inter["item_idx"].to_numpy().astype(np.int64)
         self.split = inter["split"].to_numpy()
+        self.timestamps = event_times(inter)
         self.n_items = processed.n_items
         self._train: WindowDataset | None = None
         self._eval: dict[int, EvalDataset] = {}
@@ -235,14 +283,22 @@ class SequenceDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self._train is None:
             train = self.split == TRAIN
-            users, items = self.user_idx[train], self.item_idx[train]
+            users, items, times = self.user_idx[train], self.item_idx[train], self.timestamps[train]
             counts = np.bincount(users, minlength=int(self.user_idx.max()) + 1)
             ends = np.cumsum(counts)
-            windows = training_windows(items, ends - counts, ends, self.max_len, self.window_stride)
-            self._train = WindowDataset(windows, self.window_stride)
+            owner, window_end = window_ends(ends - counts, ends, self.max_len, self.window_stride)
+            starts = (ends - counts)[owner]
+            self._train = WindowDataset(
+                last_window(items, starts, window_end, self.max_len + 1),
+                self.window_stride,
+                users=owner,
+                timestamps=last_window(times, starts, window_end, self.max_len + 1),
+            )
         for split in (VALID, TEST):
             if split not in self._eval:
-                self._eval[split] = eval_set(self.user_idx, self.item_idx, self.split, split, self.max_len)
+                self._eval[split] = eval_set(
+                    self.user_idx, self.item_idx, self.split, split, self.max_len, timestamps=self.timestamps
+                )
 
     def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool, sampler: Sampler | None = None) -> DataLoader:
         return DataLoader(

@@ -67,35 +67,56 @@ def history_tokens(column: pd.Series) -> pd.DataFrame:
     return frame
 
 
-def request_histories(requests: pd.DataFrame, data: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
-    """CSR (indptr, items) of each request row's history: stored events of a known user, then given items."""
+def request_histories(requests: pd.DataFrame, data: dict[str, Any]) -> dict[str, Any]:
+    """Each request row's history as CSR (``indptr``, ``items``, ``times``), its user index and counts.
+
+    The history is the stored events of a known user, then the given items. Given items carry no time:
+    they take the time of the row's last stored event (0 without one), i.e. "just now" for models that
+    read event times. ``users`` is the user index of each row (0: unknown or none given).
+    """
     from recsys_cli.data.datamodule import csr_rows
 
     n = len(requests)
     counts: dict[str, int] = {"rows": n}
+    users = np.zeros(n, dtype=np.int64)
     parts = []
     if USER_COLUMN in requests.columns:
         user_index = pd.Index(data["user_ids"])
         user_idx = user_index.get_indexer(requests[USER_COLUMN].astype(str).to_numpy())
         user_idx[requests[USER_COLUMN].isna().to_numpy()] = -1
         known = np.flatnonzero(user_idx > 0)
+        users[known] = user_idx[known]
         counts["known users"] = len(known)
         counts["unknown users"] = int((user_idx < 0).sum() - requests[USER_COLUMN].isna().sum())
         indptr = data["history_indptr"].numpy()
         batch_row, items = csr_rows(indptr, data["history_items"].numpy().astype(np.int64), user_idx[known])
+        stored_times = data.get("history_times")
+        if stored_times is None:  # checkpoints written before event times were stored: positions
+            per_user = indptr[user_idx[known] + 1] - indptr[user_idx[known]]
+            times = np.arange(len(batch_row)) - (np.cumsum(per_user) - per_user)[batch_row] + 1
+        else:
+            times = csr_rows(indptr, stored_times.numpy().astype(np.int64), user_idx[known])[1]
         position = np.arange(len(batch_row))  # csr_rows keeps each user's events in time order
-        parts.append(pd.DataFrame({"row": known[batch_row], "part": 0, "pos": position, "item_idx": items}))
+        parts.append(
+            pd.DataFrame({"row": known[batch_row], "part": 0, "pos": position, "item_idx": items, "time": times})
+        )
     if HISTORY_COLUMN in requests.columns:
         tokens = history_tokens(requests[HISTORY_COLUMN].reset_index(drop=True))
         item_idx = pd.Index(data["item_ids"]).get_indexer(tokens["item"].to_numpy())
         counts["unknown items dropped"] = int((item_idx <= 0).sum())
-        tokens = tokens.assign(part=1, item_idx=item_idx)[item_idx > 0]
-        parts.append(tokens[["row", "part", "pos", "item_idx"]])
+        tokens = tokens.assign(part=1, item_idx=item_idx, time=np.nan)[item_idx > 0]
+        parts.append(tokens[["row", "part", "pos", "item_idx", "time"]])
     events = pd.concat(parts, ignore_index=True).sort_values(["row", "part", "pos"], kind="stable")
+    events["time"] = events.groupby("row")["time"].ffill().fillna(0)
     lengths = np.bincount(events["row"].to_numpy(), minlength=n)
     counts["popularity fallback (no history)"] = int((lengths == 0).sum())
-    indptr = np.concatenate([[0], np.cumsum(lengths)])
-    return indptr, events["item_idx"].to_numpy().astype(np.int64), counts
+    return {
+        "indptr": np.concatenate([[0], np.cumsum(lengths)]),
+        "items": events["item_idx"].to_numpy().astype(np.int64),
+        "times": events["time"].to_numpy().astype(np.int64),
+        "users": users,
+        "counts": counts,
+    }
 
 
 def run(
@@ -163,7 +184,8 @@ def run(
     else:
         requests = read_requests(Path(input_path), model_name=model_name)
     model = build_module(checkpoint)
-    indptr, items, counts = request_histories(requests, data)
+    histories = request_histories(requests, data)
+    indptr, items, times, counts = histories["indptr"], histories["items"], histories["times"], histories["counts"]
     item_ids = np.asarray(data["item_ids"], dtype=object)
     titles = np.asarray(data["item_titles"], dtype=object)
     popularity = data["item_popularity"].clone()
@@ -180,6 +202,8 @@ def run(
         seen_rows, seen_items = csr_rows(indptr, items, rows)
         batch = {
             keys.HISTORY: torch.from_numpy(last_window(items, starts, ends, model.max_len)),
+            keys.TIMESTAMPS: torch.from_numpy(last_window(times, starts, ends, model.max_len)),
+            keys.USERS: torch.from_numpy(histories["users"][rows]),
             keys.SEEN_ROWS: torch.from_numpy(seen_rows),
             keys.SEEN_ITEMS: torch.from_numpy(seen_items),
         }

@@ -120,6 +120,7 @@ def checkpoint_metadata(
             "item_popularity": torch.from_numpy(datamodule.train_item_counts().astype(np.float32)),
             "history_indptr": torch.from_numpy(indptr.astype(np.int64)),
             "history_items": torch.from_numpy(datamodule.item_idx.astype(np.int32)),
+            "history_times": torch.from_numpy(datamodule.timestamps.astype(np.int64)),
         },
     }
 

@@ -101,3 +101,33 @@ def test_eval_sets_hold_out_the_right_events():
     assert test[keys.TARGETS].tolist() == [[8], [3]]
     assert torch.equal(test[keys.SEEN_ROWS], torch.tensor([0, 0, 0, 1, 1]))
     assert test[keys.SEEN_ITEMS].tolist() == [5, 6, 7, 1, 2]
+
+
+def test_batches_carry_users_and_event_times_aligned_with_history():
+    import pandas as pd
+
+    from recsys_cli.data.datamodule import SequenceDataModule
+    from recsys_cli.data.preprocess import Processed
+
+    # user 1: items 5..9 at times 10..50; user 2: items 1..4 at times 100..400
+    interactions = pd.DataFrame(
+        {
+            "user_idx": [1, 1, 1, 1, 1, 2, 2, 2, 2],
+            "item_idx": [5, 6, 7, 8, 9, 1, 2, 3, 4],
+            "timestamp": [10, 20, 30, 40, 50, 100, 200, 300, 400],
+            "split": [TRAIN, TRAIN, TRAIN, VALID, TEST, TRAIN, TRAIN, VALID, TEST],
+        }
+    )
+    meta = {"counts": {"items": 9, "users": 2}}
+    processed = Processed(path=None, interactions=interactions, items=None, users=None, meta=meta)
+    module = SequenceDataModule(processed, max_len=4, group_by_length=False)
+    module.setup()
+    train = module._train.__getitems__(list(range(len(module._train))))
+    history, times, users = train[keys.HISTORY], train[keys.TIMESTAMPS], train[keys.USERS]
+    assert sorted(users.tolist()) == [1, 2]
+    for row in range(len(users)):
+        real = history[row] > 0
+        expected = (history[row][real] - 4) * 10 if users[row] == 1 else history[row][real] * 100
+        assert times[row][real].tolist() == expected.tolist() and (times[row][~real] == 0).all()
+    test = module._eval[TEST].__getitems__([0, 1])
+    assert test[keys.TIMESTAMPS].tolist() == [[10, 20, 30, 40], [0, 100, 200, 300]]
