@@ -76,7 +76,9 @@ def test_sweep_expansion_is_a_cartesian_product_in_order():
 def test_config_is_strict_about_unknown_keys_and_names():
     with pytest.raises(RecsysError, match=r"unknown config key 'model.hiden_size'"):
         compose_config(["model.hiden_size=3"])
-    with pytest.raises(RecsysError, match=r"unknown model 'bert'; choose one of: bert_intent, bert_rating, .*\bpop\b.*\bsasrec\b"):
+    with pytest.raises(
+        RecsysError, match=r"unknown model 'bert'; choose one of: bert_intent, bert_rating, .*\bpop\b.*\bsasrec\b"
+    ):
         compose_config(["model=bert"])
     with pytest.raises(RecsysError, match="unknown SASRec loss"):
         build_model(compose_config(["model.loss=hinge"]), n_items=5, max_len=3)

@@ -45,12 +45,31 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def build_model(cfg: DictConfig, n_items: int, max_len: int) -> Any:
-    """Instantiate ``cfg.model`` (minus its ``name`` and ``recipe``) with the sizes that come from the data."""
+def build_model(cfg: DictConfig, n_items: int, max_len: int, n_users: int | None = None, items: Any = None) -> Any:
+    """Instantiate ``cfg.model`` (minus its ``name`` and ``recipe``) with the sizes that come from the data.
+
+    Models whose constructor takes ``n_users`` get the user count; those that take ``item_features``
+    get the item side-feature matrix (:func:`recsys_cli.data.features.item_feature_tokens`) built
+    from ``items`` (the processed item table).
+    """
+    import inspect
+
+    from hydra.utils import get_class
+
     from recsys_cli.config import build
 
     params = {key: value for key, value in cfg.model.items() if key not in ("name", "recipe")}
-    return build(params, f"model={cfg.model.name}", "check the model.* keys.", n_items=n_items, max_len=max_len)
+    accepted = inspect.signature(get_class(cfg.model._target_).__init__).parameters
+    data_args: dict[str, Any] = {"n_items": n_items, "max_len": max_len}
+    if "n_users" in accepted:
+        data_args["n_users"] = int(n_users or 0)
+    if "item_features" in accepted and items is not None:
+        import torch
+
+        from recsys_cli.data.features import item_feature_tokens
+
+        data_args["item_features"] = torch.from_numpy(item_feature_tokens(items, n_items))
+    return build(params, f"model={cfg.model.name}", "check the model.* keys.", **data_args)
 
 
 def build_trainer(cfg: DictConfig, callbacks: list[Any], logger: Any, run_dir: Path | None, **overrides: Any) -> Any:
@@ -176,7 +195,9 @@ def train_recommender(cfg: DictConfig, run_dir: Path | None = None, overrides: l
         seed=int(cfg.seed),
         window_stride=cfg.data.window_stride,
     )
-    model = build_model(cfg, n_items=processed.n_items, max_len=max_len)
+    model = build_model(
+        cfg, n_items=processed.n_items, max_len=max_len, n_users=processed.n_users, items=processed.items
+    )
     run_dir = resolve_run_dir(cfg, run_dir)
     protocol = protocol_for(cfg, processed, max_len)
     evaluator = RankingEvaluator(ks=list(cfg.eval.ks), mask_history=bool(cfg.eval.mask_history))
