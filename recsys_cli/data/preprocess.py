@@ -32,25 +32,37 @@ TRAIN, VALID, TEST = 0, 1, 2
 SPLIT_NAMES = {TRAIN: "train", VALID: "valid", TEST: "test"}
 
 
+SPLIT_KINDS = ("leave_one_out", "temporal", "random")
+
+
 @dataclass
 class PreprocessConfig:
     rating_threshold: float | None = None
     min_user_interactions: int = 0
     min_item_interactions: int = 0
-    split: str = "leave_one_out"  # or "temporal"
+    split: str = "leave_one_out"  # one of SPLIT_KINDS
     valid_ratio: float = 0.1
     test_ratio: float = 0.1
+    split_seed: int = 0  # random split only
 
     def __post_init__(self) -> None:
-        if self.split not in ("leave_one_out", "temporal"):
-            raise RecsysError(f"unknown split '{self.split}'; set data.split.kind=leave_one_out or temporal.")
-        if self.split == "temporal" and not (
+        if self.split not in SPLIT_KINDS:
+            raise RecsysError(f"unknown split '{self.split}'; set data.split.kind=leave_one_out, temporal or random.")
+        if self.split in ("temporal", "random") and not (
             0 < self.valid_ratio and 0 < self.test_ratio and self.valid_ratio + self.test_ratio < 1
         ):
             raise RecsysError(
-                "temporal split ratios must be positive and sum below 1; "
+                f"{self.split} split ratios must be positive and sum below 1; "
                 "set data.split.valid_ratio and data.split.test_ratio."
             )
+
+    def fingerprint_fields(self) -> dict[str, Any]:
+        """The fields that decide the processed data: the seed only matters to a random split, so
+        the other splits keep the fingerprints they had before it existed."""
+        fields = dict(self.__dict__)
+        if self.split != "random":
+            fields.pop("split_seed")
+        return fields
 
 
 @dataclass
@@ -75,7 +87,7 @@ class Processed:
 
 def fingerprint(source_fp: str, config: PreprocessConfig, item_vocab: list[str] | None) -> str:
     digest = hashlib.blake2b(digest_size=16)
-    payload = {"source": source_fp, "config": config.__dict__, "schema": SCHEMA_VERSION}
+    payload = {"source": source_fp, "config": config.fingerprint_fields(), "schema": SCHEMA_VERSION}
     digest.update(json.dumps(payload, sort_keys=True).encode())
     if item_vocab is not None:
         digest.update("\x1f".join(item_vocab).encode())
@@ -130,6 +142,8 @@ def split_labels(user_idx: np.ndarray, timestamps: np.ndarray, config: Preproces
         t_valid, t_test = np.quantile(timestamps, [1 - config.valid_ratio - config.test_ratio, 1 - config.test_ratio])
         labels = np.where(timestamps >= t_test, TEST, np.where(timestamps >= t_valid, VALID, TRAIN))
         return labels.astype(np.int8)
+    if config.split == "random":
+        return random_split(user_idx, config.valid_ratio, config.test_ratio, config.split_seed)
     # Leave-one-out by time: a user's last event is test, the one before is validation; users with
     # fewer than 3 events have nothing to hold out and stay in training.
     counts = np.bincount(user_idx)
@@ -139,6 +153,19 @@ def split_labels(user_idx: np.ndarray, timestamps: np.ndarray, config: Preproces
     labels = np.full(len(user_idx), TRAIN, dtype=np.int8)
     labels[eligible & (from_end == 0)] = TEST
     labels[eligible & (from_end == 1)] = VALID
+    return labels
+
+
+def random_split(user_idx: np.ndarray, valid_ratio: float, test_ratio: float, seed: int) -> np.ndarray:
+    """Each event independently to test / valid / train with the given ratios (seeded), for models that
+    ignore order (BPR, ItemKNN, ...). A user whose events all land in valid/test keeps the first one in
+    training, so every evaluated user has a history (and a trained embedding) to be ranked from.
+    Rows are sorted by user then time, so the same data and seed give the same split."""
+    draw = np.random.default_rng(seed).random(len(user_idx))
+    labels = np.where(draw < test_ratio, TEST, np.where(draw < test_ratio + valid_ratio, VALID, TRAIN)).astype(np.int8)
+    train_counts = np.bincount(user_idx[labels == TRAIN], minlength=int(user_idx.max()) + 1)
+    first = np.concatenate([[True], user_idx[1:] != user_idx[:-1]])
+    labels[first & (train_counts[user_idx] == 0)] = TRAIN
     return labels
 
 

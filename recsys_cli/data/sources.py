@@ -7,11 +7,15 @@ A source is chosen by ``data=<name>`` (its YAML's ``source._target_``) and locat
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
+import re
+import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from recsys_cli.data.base import ITEM, RATING, TEXT, TIME, TITLE, USER, SourceData
@@ -403,3 +407,72 @@ class TableSource(Source):
 
     def describe(self) -> str:
         return f"table {self.path}"
+
+
+def _malformed_line(path: Path, line: int) -> RecsysError:
+    return RecsysError(
+        f"line {line} of '{path}' does not hold exactly two fields; "
+        "give one 'user item' pair per line (whitespace-separated)."
+    )
+
+
+class SeqTextSource(Source):
+    """Published sequential-recommendation benchmark files: one ``user item`` pair per line, no times.
+
+    The format of SASRec's ``ml-1m.txt`` / ``Beauty.txt`` (Kang & McAuley 2018) and the files derived
+    from it: whitespace-separated, already in chronological order per user. The line order is the time
+    order, so each event gets its line number as its timestamp and the stable time sort keeps the file's
+    order. Blank lines are skipped; items have no titles (their ids stand in for them).
+    """
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+
+    def load(self) -> SourceData:
+        path = _require_path(self.path, "a user-item text file")
+        if path.is_dir():
+            raise RecsysError(f"'{path}' is a folder; pass data.path=<file with one 'user item' pair per line>.")
+        raw = self._read(path)
+        # Row i is line i + 1 (blank lines are read as empty rows, so the numbering holds).
+        blank = (raw[USER] == "").to_numpy()
+        malformed = ~blank & ((raw[ITEM] == "") | (raw["extra"] != "")).to_numpy()
+        if malformed.any():
+            raise _malformed_line(path, int(np.flatnonzero(malformed)[0]) + 1)
+        lines = np.flatnonzero(~blank)
+        if len(lines) == 0:
+            raise RecsysError(f"'{path}' is empty (no 'user item' lines); give a file with one pair per line.")
+        interactions = pd.DataFrame(
+            {USER: raw[USER].to_numpy()[lines], ITEM: raw[ITEM].to_numpy()[lines], TIME: lines.astype(np.int64) + 1}
+        )
+        item_ids = pd.unique(interactions[ITEM])
+        return SourceData(interactions=interactions, items=pd.DataFrame({ITEM: item_ids, TITLE: item_ids}))
+
+    def _read(self, path: Path) -> pd.DataFrame:
+        # A third column catches lines with three fields (and a first line with more, which pandas would
+        # otherwise truncate to the column count); a later line with more fields is a ParserError.
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # pandas warns when it truncates that first line
+                return pd.read_csv(
+                    path,
+                    sep=r"\s+",
+                    header=None,
+                    names=[USER, ITEM, "extra"],
+                    index_col=False,
+                    dtype=str,
+                    keep_default_na=False,  # ids such as "NA" or "null" are ids; missing fields read as ""
+                    skip_blank_lines=False,
+                    quoting=csv.QUOTE_NONE,
+                    engine="c",
+                )
+        except pd.errors.ParserError as exc:
+            line = re.search(r"in line (\d+)", str(exc))
+            if line is None:
+                raise RecsysError(f"cannot read '{path}': {str(exc).splitlines()[0]}; check the file.") from None
+            raise _malformed_line(path, int(line.group(1))) from None
+
+    def fingerprint(self) -> str:
+        return hash_files([_require_path(self.path, "a user-item text file")], {"seqtxt": 1})
+
+    def describe(self) -> str:
+        return f"user-item text file {self.path}"

@@ -28,6 +28,8 @@ def preprocess_config(data_cfg: DictConfig) -> PreprocessConfig:
         split=str(data_cfg.split.kind),
         valid_ratio=float(data_cfg.split.valid_ratio),
         test_ratio=float(data_cfg.split.test_ratio),
+        # Configs stored in checkpoints written before the key existed have no seed: 0, its default.
+        split_seed=int(data_cfg.split.get("seed", 0)),
     )
 
 

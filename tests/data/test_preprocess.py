@@ -3,7 +3,17 @@ import pandas as pd
 import pytest
 
 from recsys_cli.data.base import SourceData
-from recsys_cli.data.preprocess import TEST, TRAIN, VALID, PreprocessConfig, kcore, prepare, preprocess
+from recsys_cli.data.datamodule import eval_set
+from recsys_cli.data.preprocess import (
+    TEST,
+    TRAIN,
+    VALID,
+    PreprocessConfig,
+    fingerprint,
+    kcore,
+    prepare,
+    preprocess,
+)
 from recsys_cli.data.sources import TableSource
 from recsys_cli.errors import RecsysError
 
@@ -111,3 +121,86 @@ def test_prepare_writes_once_and_reuses(tmp_path):
     third, reused = prepare("events", source, PreprocessConfig(min_user_interactions=2), tmp_path / "data")
     assert not reused and third.path != first.path  # config change → new fingerprint
     assert not [p for p in (tmp_path / "data" / "processed").iterdir() if p.name.startswith(".")]
+
+
+def random_events(n_users=200, per_user=50):
+    rng = np.random.default_rng(7)
+    users = np.repeat([f"u{i}" for i in range(n_users)], per_user)
+    items = rng.integers(0, 500, len(users)).astype(str)
+    return frame(np.column_stack([users, items, np.arange(len(users)), np.ones(len(users))]))
+
+
+def test_random_split_ratios_hold_and_the_seed_decides():
+    raw = random_events()
+    config = PreprocessConfig(split="random", valid_ratio=0.2, test_ratio=0.1, split_seed=3)
+    inter, _, _, stats = preprocess(SourceData(raw), config)
+    # Every kept event is in exactly one split (one label per row, each row once).
+    assert set(inter["split"].unique()) == {TRAIN, VALID, TEST}
+    assert sum(stats["splits"].values()) == len(inter) == stats["counts"]["interactions"]
+    assert not inter.duplicated(["user_idx", "item_idx", "timestamp"]).any()
+    shares = inter["split"].value_counts(normalize=True)
+    assert abs(shares[TEST] - 0.1) < 0.01 and abs(shares[VALID] - 0.2) < 0.015  # 10,000 events
+    # Not a per-user time cut: held-out events are spread over each user's timeline.
+    position = inter.groupby("user_idx").cumcount()
+    assert position[inter["split"] == TEST].mean() == pytest.approx(24.5, abs=2)
+
+    same, _, _, _ = preprocess(SourceData(raw), config)
+    assert same["split"].tolist() == inter["split"].tolist()
+    other, _, _, _ = preprocess(SourceData(raw), PreprocessConfig(split="random", valid_ratio=0.2, test_ratio=0.1))
+    assert (other["split"] != inter["split"]).mean() > 0.3
+
+
+def test_random_split_keeps_a_training_event_per_user_and_evaluates_on_the_rest():
+    # Ratios that send most events to valid/test: every user still keeps a training event.
+    raw = random_events(n_users=300, per_user=3)
+    inter, _, _, _ = preprocess(SourceData(raw), PreprocessConfig(split="random", valid_ratio=0.45, test_ratio=0.45))
+    assert (inter.groupby("user_idx")["split"].min() == TRAIN).all()
+
+    users, items = inter["user_idx"].to_numpy(), inter["item_idx"].to_numpy()
+    split = inter["split"].to_numpy()
+    test = eval_set(users, items, split, TEST, max_len=10)
+    held_out = np.flatnonzero(np.bincount(users[split == TEST]))
+    assert test.users.tolist() == held_out.tolist()  # every user with a test event is evaluated
+    # History for test = the user's train and valid events, in time order; targets = the test events.
+    row = 0
+    mine = inter[inter["user_idx"] == test.users[row]]
+    expected = mine.loc[mine["split"] < TEST, "item_idx"].tolist()
+    history = test.history[row].tolist()
+    assert history[len(history) - len(expected) :] == expected and set(history[: -len(expected)]) <= {0}
+    batch_targets = test.target_items[test.target_indptr[row] : test.target_indptr[row + 1]]
+    assert batch_targets.tolist() == mine.loc[mine["split"] == TEST, "item_idx"].tolist()
+
+
+def test_split_kind_and_ratios_are_validated():
+    with pytest.raises(RecsysError, match="leave_one_out, temporal or random"):
+        PreprocessConfig(split="shuffle")
+    with pytest.raises(RecsysError, match="random split ratios"):
+        PreprocessConfig(split="random", valid_ratio=0.6, test_ratio=0.5)
+
+
+def test_split_seed_only_changes_the_fingerprint_of_a_random_split():
+    assert fingerprint("src", PreprocessConfig(), None) == fingerprint("src", PreprocessConfig(split_seed=1), None)
+    random = PreprocessConfig(split="random")
+    assert fingerprint("src", random, None) != fingerprint("src", PreprocessConfig(split="random", split_seed=1), None)
+
+
+def test_train_on_a_seqtxt_file_end_to_end(tmp_path, workdir):
+    import json
+
+    from typer.testing import CliRunner
+
+    from recsys_cli.cli import app
+    from tests.conftest import TINY_MODEL
+
+    rng = np.random.default_rng(0)
+    # 60 users walking a ring of 30 items: the next item is the current one + 1, a planted sequence.
+    starts = rng.integers(0, 30, 60)
+    lines = [f"user{u} item{(start + step) % 30}" for u, start in enumerate(starts) for step in range(12)]
+    path = tmp_path / "ring.txt"
+    path.write_text("\n".join(lines) + "\n")
+    args = ["train", *workdir, "data=seqtxt", f"data.path={path}", "data.max_len=10", "model=sasrec", *TINY_MODEL]
+    result = CliRunner().invoke(app, [*args, "trainer=debug", "logger=none", "run.name=seqtxt"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "runs" / "seqtxt" / "metrics.json").read_text())
+    assert metrics["protocol"]["split"] == "leave_one_out" and metrics["protocol"]["items"] == 30
+    assert metrics["protocol"]["users"] == 60 and 0 <= metrics["test"]["test/ndcg@10"] <= 1

@@ -2,8 +2,11 @@ import json
 
 import pandas as pd
 import pytest
+from typer.testing import CliRunner
 
-from recsys_cli.data.sources import MovieLensSource, RecBoleSource, TableSource
+from recsys_cli.cli import app
+from recsys_cli.data.preprocess import TEST, TRAIN, VALID, PreprocessConfig, prepare
+from recsys_cli.data.sources import MovieLensSource, RecBoleSource, SeqTextSource, TableSource
 from recsys_cli.errors import RecsysError
 
 EVENTS = pd.DataFrame(
@@ -103,3 +106,63 @@ def test_fingerprint_changes_with_content(tmp_path):
     EVENTS.iloc[:2].to_csv(path, index=False)
     assert source.fingerprint() != before
     assert json.dumps(before)  # a plain string, stored in meta.json
+
+
+# Users interleaved and items out of id order: only the line order says what came when.
+SEQTXT = "u2 30\nu1 20\nu2 10\nu1 10\n\nu1 30\nu2 20\nu1 40\nu2 40\n"
+
+
+def test_seqtxt_keeps_the_file_order_with_line_numbers_as_time(tmp_path):
+    path = tmp_path / "Beauty.txt"
+    path.write_text(SEQTXT.replace("u1 10", "u1\t  10 "))  # any whitespace separates
+    data = SeqTextSource(str(path)).load()
+    assert data.interactions.to_dict("list") == {
+        "user_id": ["u2", "u1", "u2", "u1", "u1", "u2", "u1", "u2"],
+        "item_id": ["30", "20", "10", "10", "30", "20", "40", "40"],
+        "timestamp": [1, 2, 3, 4, 6, 7, 8, 9],  # line 5 is blank
+    }
+    assert data.items["title"].tolist() == data.items["item_id"].tolist()  # no titles: ids stand in
+
+    processed, _ = prepare("seqtxt", SeqTextSource(str(path)), PreprocessConfig(), tmp_path / "data")
+    inter = processed.interactions
+    item_ids = dict(zip(processed.items["item_idx"], processed.items["item_id"]))
+    user_ids = dict(zip(processed.users["user_idx"], processed.users["user_id"]))
+    sequences = {
+        user_ids[u]: [(item_ids[i], s) for i, s in zip(rows["item_idx"], rows["split"])]
+        for u, rows in inter.groupby("user_idx")
+    }
+    # Leave-one-out holds out each user's last two lines of the file.
+    assert sequences == {
+        "u1": [("20", TRAIN), ("10", TRAIN), ("30", VALID), ("40", TEST)],
+        "u2": [("30", TRAIN), ("10", TRAIN), ("20", VALID), ("40", TEST)],
+    }
+
+
+def test_seqtxt_fingerprint_follows_the_content(tmp_path):
+    path = tmp_path / "data.txt"
+    path.write_text(SEQTXT)
+    before = SeqTextSource(str(path)).fingerprint()
+    path.write_text(SEQTXT.replace("u2 40", "u2 50"))
+    assert SeqTextSource(str(path)).fingerprint() != before
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("u1 10\nu1 11\nu2 10 5\n", "line 3 of"),  # three fields
+        ("u1 10\nu1\nu2 10\n", "line 2 of"),  # one field
+        ("u1 10 5 4\nu1 11\n", "line 1 of"),  # the first line decides nothing
+        ("u1 10\nu1 11\nu2 1 2 3 4\n", "line 3 of"),
+        ("", "is empty"),
+        ("\n \n", "is empty"),
+    ],
+)
+def test_seqtxt_malformed_and_empty_files_are_one_line_errors(tmp_path, workdir, content, message):
+    path = tmp_path / "bad.txt"
+    path.write_text(content)
+    with pytest.raises(RecsysError, match=message):
+        SeqTextSource(str(path)).load()
+    result = CliRunner().invoke(app, ["preprocess", *workdir, "data=seqtxt", f"data.path={path}"])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
