@@ -269,8 +269,12 @@ def render_metrics(metrics: dict[str, Any], title: str) -> None:
         table.add_row(name, _fmt(valid.get(f"val/{name}")), _fmt(test.get(f"test/{name}")))
     console.print(table)
     console.print(f"[bold]protocol:[/] {metrics['protocol']['description']}")
+    if metrics["protocol"].get("warning"):
+        console.print(f"[bold yellow]warning:[/] {metrics['protocol']['warning']}")
     for name, path in metrics.get("reports", {}).items():
         console.print(f"[bold]{name.replace('_', ' ')}:[/] {path}")
+    for split, path in metrics.get("per_user", {}).items():
+        console.print(f"[bold]per-user {split} metrics:[/] {path}")
     if "epochs" in metrics:
         console.print(
             f"epochs {metrics['epochs']} (best {metrics.get('best_epoch')}), "

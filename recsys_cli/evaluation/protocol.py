@@ -1,9 +1,18 @@
-"""Full-ranking evaluation protocol, as a Lightning callback.
+"""The evaluation protocol, as a Lightning callback: full or sampled ranking, beyond-accuracy metrics.
 
 Models only score: their ``validation_step``/``test_step`` return ``[B, n_items + 1]`` scores. This
 callback owns everything else: the padding column and (optionally) the user's history are masked,
-every item is ranked, metrics are computed per user, summed across batches and processes, and logged
-as ``val/ndcg@10``, ``test/hr@20``, ... so that early stopping and checkpointing can monitor them.
+items are ranked, metrics are computed per user, gathered across processes (each user counted once)
+and logged as ``val/ndcg@10``, ``test/hr@20``, ... so that early stopping and checkpointing can
+monitor them.
+
+- Full ranking (default): every item is ranked.
+- Sampled ranking: each user's targets are ranked among ``num_negatives`` sampled items
+  (:mod:`recsys_cli.evaluation.sampling`: never the user's history or targets, the same for a user in
+  every round), scored by the model's ``score(batch, candidates)``. Ties are pessimistic: a target
+  tied with a negative ranks below it, so a model that scores everything alike earns nothing.
+- Beyond accuracy, under either ranking: catalogue coverage, novelty and average recommendation
+  popularity of the full-ranking top-K lists (:mod:`recsys_cli.evaluation.metrics`).
 """
 
 from __future__ import annotations
@@ -16,9 +25,16 @@ import pytorch_lightning as pl
 import torch
 
 from recsys_cli.data import batch as keys
-from recsys_cli.evaluation.metrics import hit_matrix, ranking_metrics, top_k
+from recsys_cli.errors import RecsysError
+from recsys_cli.evaluation.metrics import hit_matrix, list_metrics, ranking_metrics, recommended_items, top_k
+from recsys_cli.evaluation.sampling import SAMPLERS, sample_negatives
 
 STAGE_PREFIX = {"validate": "val", "test": "test"}
+RANKINGS = ("full", "sampled")
+SAMPLED_WARNING = (
+    "sampled metrics can rank models differently from full ranking (Krichene & Rendle 2020, "
+    '"On Sampled Metrics for Item Recommendation", KDD); compare models under full ranking'
+)
 
 
 def mask_scores(scores: torch.Tensor, batch: dict[str, torch.Tensor], mask_history: bool) -> torch.Tensor:
@@ -39,6 +55,41 @@ def evaluate_batch(
     return ranking_metrics(hit_matrix(ranked, targets), (targets > 0).sum(1), ks)
 
 
+def distinct_targets(targets: torch.Tensor) -> torch.Tensor:
+    """Targets with repeats of an item within a row replaced by padding, so a candidate list holds it once."""
+    earlier = torch.ones(targets.shape[1], targets.shape[1], dtype=torch.bool, device=targets.device).tril(-1)
+    repeated = ((targets.unsqueeze(2) == targets.unsqueeze(1)) & earlier).any(2)
+    return targets.masked_fill(repeated, 0)
+
+
+def forbidden_items(batch: dict[str, torch.Tensor], n_items: int) -> torch.Tensor:
+    """``[B, n_items + 1]`` bool: padding, every item of the user's history and the user's targets."""
+    targets = batch[keys.TARGETS]
+    forbidden = torch.zeros(targets.shape[0], n_items + 1, dtype=torch.bool, device=targets.device)
+    forbidden[:, 0] = True
+    forbidden[batch[keys.SEEN_ROWS], batch[keys.SEEN_ITEMS]] = True
+    return forbidden.scatter_(1, targets, True)
+
+
+def candidate_lists(negatives: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """``[B, N + T]`` candidates: negatives first, so a stable sort puts a tied target below them."""
+    return torch.cat([negatives, distinct_targets(targets)], dim=1)
+
+
+def sampled_metrics(
+    candidate_scores: torch.Tensor, candidates: torch.Tensor, n_negatives: int, ks: list[int]
+) -> dict[str, torch.Tensor]:
+    """Per-user metrics of targets ranked among their candidates (:func:`candidate_lists` order).
+
+    Padding candidates (0) are never ranked above a real one and never hit; ties are pessimistic.
+    """
+    scores = candidate_scores.float().masked_fill(candidates == 0, -torch.inf)
+    order = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, : max(ks)]
+    targets = candidates[:, n_negatives:]
+    hits = hit_matrix(candidates.gather(1, order), targets)
+    return ranking_metrics(hits, (targets > 0).sum(1), ks)
+
+
 @dataclass
 class Protocol:
     """What a reported number means; written beside every metrics table and into metrics.json."""
@@ -48,53 +99,141 @@ class Protocol:
     mask_history: bool = False
     max_len: int = 50
     filters: str = ""
+    num_negatives: int | None = None  # sampled ranking only
+    negatives: str | None = None  # sampled ranking only: uniform or popularity
+    negative_seed: int | None = None  # sampled ranking only
 
     def describe(self) -> str:
         masking = "history masked" if self.mask_history else "history not masked"
-        return (
-            f"{self.split} split, {self.ranking} ranking over all items, {masking}, "
-            f"max length {self.max_len}, {self.filters}"
-        )
+        if self.ranking == "sampled":
+            ranking = (
+                f"sampled ranking: targets among {self.num_negatives} {self.negatives} negatives per user "
+                f"(never history or target items, seed {self.negative_seed}, ties count against the target); "
+                f"coverage/novelty/ARP on full top-K lists, {masking}"
+            )
+        else:
+            ranking = f"full ranking over all items, {masking}"
+        return f"{self.split} split, {ranking}, max length {self.max_len}, {self.filters}"
+
+    @property
+    def warning(self) -> str | None:
+        return SAMPLED_WARNING if self.ranking == "sampled" else None
+
+
+def _uses_default_score(pl_module: pl.LightningModule) -> bool:
+    from recsys_cli.models.base import Recommender
+
+    return getattr(type(pl_module), "score", None) is Recommender.score
 
 
 class RankingEvaluator(pl.Callback):
-    """Computes and logs full-ranking metrics for validation and test from the scores models return."""
+    """Computes and logs ranking and beyond-accuracy metrics for validation and test.
 
-    def __init__(self, ks: list[int], mask_history: bool = False) -> None:
+    ``item_popularity`` (training counts ``[n_items + 1]``) feeds novelty, ARP and the popularity
+    sampler; ``per_user[split]`` keeps the last round's per-user values (with ``user``, the user index).
+    """
+
+    def __init__(
+        self,
+        ks: list[int],
+        mask_history: bool = False,
+        item_popularity: Any = None,
+        ranking: str = "full",
+        num_negatives: int = 100,
+        negatives: str = "uniform",
+        negative_seed: int = 0,
+    ) -> None:
+        if ranking not in RANKINGS:
+            raise RecsysError(f"eval.ranking={ranking} is unknown; choose one of {', '.join(RANKINGS)}")
+        if ranking == "sampled":
+            if negatives not in SAMPLERS:
+                raise RecsysError(f"eval.negatives={negatives} is unknown; choose one of {', '.join(SAMPLERS)}")
+            if int(num_negatives) < 1:
+                raise RecsysError(f"eval.num_negatives={num_negatives} must be at least 1, e.g. eval.num_negatives=100")
+            if negatives == "popularity" and item_popularity is None:
+                raise ValueError("popularity negatives need item_popularity (training counts)")
         self.ks = sorted(int(k) for k in ks)
         self.mask_history = mask_history
+        self.popularity = None if item_popularity is None else torch.as_tensor(item_popularity).double()
+        self.ranking = ranking
+        self.num_negatives = int(num_negatives)
+        self.negatives = negatives
+        self.negative_seed = int(negative_seed)
         self.results: dict[str, dict[str, float]] = {}
         self.per_user: dict[str, dict[str, torch.Tensor]] = {}
         self._chunks: dict[str, list[torch.Tensor]] = {}
+        self._recommended: torch.Tensor | None = None
 
     def _start(self) -> None:
         self._chunks = {}
+        self._recommended = None
 
-    def _batch(self, scores: torch.Tensor, batch: dict[str, torch.Tensor]) -> None:
-        metrics = evaluate_batch(scores, batch, self.ks, self.mask_history)
-        metrics["user"] = batch[keys.USERS].to(scores.dtype)
+    def _batch(self, pl_module: pl.LightningModule, scores: torch.Tensor, batch: dict[str, torch.Tensor]) -> None:
+        scores = scores.float()
+        n_items = scores.shape[1] - 1
+        if self.popularity is not None:
+            if self.popularity.shape[0] != n_items + 1:
+                raise ValueError(
+                    f"item_popularity has {self.popularity.shape[0]} entries for {n_items + 1} score columns"
+                )
+            self.popularity = self.popularity.to(scores.device)  # a no-op after the first batch
+        values, ranked = torch.topk(mask_scores(scores, batch, self.mask_history), min(max(self.ks), n_items + 1))
+        listed = torch.isfinite(values)  # a list runs short when the masked history leaves fewer than K items
+        targets = batch[keys.TARGETS]
+        if self.ranking == "full":
+            metrics = ranking_metrics(hit_matrix(ranked, targets), (targets > 0).sum(1), self.ks)
+        else:
+            metrics = self._sampled(pl_module, scores, batch, n_items)
+        if self.popularity is not None:
+            metrics.update(list_metrics(ranked, listed, self.popularity, self.ks))
+        recommended = recommended_items(ranked, listed, n_items, self.ks)
+        self._recommended = recommended if self._recommended is None else self._recommended | recommended
+        metrics["user"] = batch[keys.USERS]
         for name, values in metrics.items():
             self._chunks.setdefault(name, []).append(values.detach())
+
+    def _sampled(
+        self, pl_module: pl.LightningModule, scores: torch.Tensor, batch: dict[str, torch.Tensor], n_items: int
+    ) -> dict[str, torch.Tensor]:
+        counts = self.popularity if self.negatives == "popularity" else None
+        negatives = sample_negatives(
+            batch[keys.USERS], forbidden_items(batch, n_items), self.num_negatives, self.negative_seed, counts
+        )
+        candidates = candidate_lists(negatives, batch[keys.TARGETS])
+        if _uses_default_score(pl_module):  # the default score() gathers from score_all(): reuse its output
+            candidate_scores = scores.gather(1, candidates)
+        else:
+            candidate_scores = pl_module.score(batch, candidates)
+        return sampled_metrics(candidate_scores, candidates, self.num_negatives, self.ks)
 
     def _end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, prefix: str) -> None:
         if trainer.sanity_checking or not self._chunks:
             return
         per_user = {name: torch.cat(chunks) for name, chunks in self._chunks.items()}
-        names = [name for name in per_user if name != "user"]
-        stacked = torch.stack([per_user[name] for name in names] + [per_user["user"]])  # [metrics + 1, users]
+        users = per_user.pop("user").long()
+        names = list(per_user)
+        stacked = torch.stack([per_user[name].double() for name in names])  # [metrics, users]
+        recommended = self._recommended
         if trainer.world_size > 1:
             # Each rank scored a shard; the distributed sampler pads shards to equal size with repeated
             # users. Gather every shard and count each user once, so DDP gives single-process numbers.
-            gathered = trainer.strategy.all_gather(stacked.to(pl_module.device)).cpu()
+            device = pl_module.device
+            gathered = trainer.strategy.all_gather(stacked.to(device)).cpu()
             stacked = gathered.permute(1, 0, 2).reshape(stacked.shape[0], -1)
-            _, first = np.unique(stacked[-1].numpy(), return_index=True)
-            stacked = stacked[:, torch.from_numpy(first)]
-            per_user = {name: stacked[i] for i, name in enumerate([*names, "user"])}
-        means = {f"{prefix}/{name}": stacked[i].double().mean().item() for i, name in enumerate(names)}
+            users = trainer.strategy.all_gather(users.to(device)).cpu().reshape(-1)
+            _, first = np.unique(users.numpy(), return_index=True)
+            stacked, users = stacked[:, torch.from_numpy(first)], users[torch.from_numpy(first)]
+            # Coverage is a set: the union of every rank's recommended items (repeated users add nothing).
+            recommended = trainer.strategy.all_gather(recommended.to(device).float()).amax(0) > 0
+        means = {f"{prefix}/{name}": stacked[i].mean().item() for i, name in enumerate(names)}
+        n_items = recommended.shape[1] - 1
+        for row, k in enumerate(self.ks):
+            means[f"{prefix}/coverage@{k}"] = recommended[row].sum().item() / max(1, n_items)
         pl_module.log_dict(means, sync_dist=False)
         self.results[prefix] = means
-        self.per_user[prefix] = {name: values.cpu() for name, values in per_user.items()}
+        self.per_user[prefix] = {"user": users.cpu(), **{name: stacked[i].cpu() for i, name in enumerate(names)}}
         self._chunks = {}
+        self._recommended = None
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._start()
@@ -112,7 +251,7 @@ class RankingEvaluator(pl.Callback):
         dataloader_idx: int = 0,
     ) -> None:
         if not trainer.sanity_checking:
-            self._batch(outputs, batch)
+            self._batch(pl_module, outputs, batch)
 
     def on_test_batch_end(
         self,
@@ -123,7 +262,7 @@ class RankingEvaluator(pl.Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        self._batch(outputs, batch)
+        self._batch(pl_module, outputs, batch)
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._end(trainer, pl_module, "val")

@@ -43,10 +43,10 @@ def run(
     """Validation and test metrics of a checkpoint (``baselines``: text models also score the untuned encoder)."""
     from recsys_cli.data.datamodule import SequenceDataModule
     from recsys_cli.data.preprocess import fingerprint
-    from recsys_cli.evaluation.protocol import RankingEvaluator
+    from recsys_cli.evaluation.reports import write_per_user
     from recsys_cli.runtime import keep_freed_memory, quiet_libraries
     from recsys_cli.tasks.preprocess import build_source, prepare_data, preprocess_config
-    from recsys_cli.tasks.train import build_trainer, protocol_for
+    from recsys_cli.tasks.train import build_trainer, protocol_for, ranking_evaluator
 
     quiet_libraries()
     keep_freed_memory()
@@ -76,7 +76,8 @@ def run(
         eval_batch_size=int(cfg.data.eval_batch_size),
         num_workers=int(cfg.data.num_workers),
     )
-    evaluator = RankingEvaluator(ks=list(cfg.eval.ks), mask_history=bool(cfg.eval.mask_history))
+    # Novelty, ARP and popularity negatives use the popularity the model was trained on (the checkpoint's).
+    evaluator = ranking_evaluator(cfg, meta["data"]["item_popularity"])
     # Evaluation always covers every user, whatever batch limits the training run used, in one process
     # on one device (the training run may have used DDP): each user is scored exactly once.
     trainer = build_trainer(
@@ -103,5 +104,8 @@ def run(
         "test": evaluator.results.get("test", {}),
     }
     output = Path(output) if output else run_dir_of(checkpoint_path) / "eval" / "metrics.json"
+    # The evaluated data's own user ids: on the training data they are the checkpoint's user_ids.
+    user_ids = ["", *processed.users["user_id"].astype(str).tolist()]
+    metrics["per_user"] = write_per_user(evaluator.per_user, user_ids, output.parent / "per_user")
     atomic_write_json(output, metrics)
     return EvalResult(metrics=metrics, output=output)

@@ -9,6 +9,7 @@ import os
 import resource
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -86,6 +87,28 @@ def build_trainer(cfg: DictConfig, callbacks: list[Any], logger: Any, run_dir: P
     return instantiate(cfg.trainer, **kwargs)
 
 
+def eval_settings(cfg: DictConfig) -> dict[str, Any]:
+    """The ``eval.*`` ranking settings (checkpoints written before sampled ranking existed: full)."""
+    return {
+        "ranking": str(cfg.eval.get("ranking", "full")),
+        "num_negatives": int(cfg.eval.get("num_negatives", 100)),
+        "negatives": str(cfg.eval.get("negatives", "uniform")),
+        "negative_seed": int(cfg.eval.get("negative_seed", 0)),
+    }
+
+
+def ranking_evaluator(cfg: DictConfig, item_popularity: Any) -> Any:
+    """The evaluation protocol callback as ``cfg.eval`` configures it; ``item_popularity``: training counts."""
+    from recsys_cli.evaluation.protocol import RankingEvaluator
+
+    return RankingEvaluator(
+        ks=list(cfg.eval.ks),
+        mask_history=bool(cfg.eval.mask_history),
+        item_popularity=item_popularity,
+        **eval_settings(cfg),
+    )
+
+
 def protocol_for(cfg: DictConfig, processed: Any, max_len: int) -> dict[str, Any]:
     from recsys_cli.evaluation.protocol import Protocol
 
@@ -95,16 +118,23 @@ def protocol_for(cfg: DictConfig, processed: Any, max_len: int) -> dict[str, Any
         filters.append(f"rating >= {pre['rating_threshold']}")
     if pre.get("min_user_interactions", 0) > 1 or pre.get("min_item_interactions", 0) > 1:
         filters.append(f"k-core users>={pre['min_user_interactions']} items>={pre['min_item_interactions']}")
+    settings = eval_settings(cfg)
+    sampled = settings["ranking"] == "sampled"
     protocol = Protocol(
         split=pre["split"],
+        ranking=settings["ranking"],
         mask_history=bool(cfg.eval.mask_history),
         max_len=max_len,
         filters=", ".join(filters) or "no filters",
+        num_negatives=settings["num_negatives"] if sampled else None,
+        negatives=settings["negatives"] if sampled else None,
+        negative_seed=settings["negative_seed"] if sampled else None,
     )
     return {
         **protocol.__dict__,
         "ks": list(cfg.eval.ks),
         "description": protocol.describe(),
+        **({"warning": protocol.warning} if protocol.warning else {}),
         "dataset": processed.meta["name"],
         "fingerprint": processed.meta["fingerprint"],
         "users": processed.n_users,
@@ -170,7 +200,7 @@ def train_recommender(cfg: DictConfig, run_dir: Path | None = None, overrides: l
 
     from recsys_cli.checkpoint import CheckpointMetadata
     from recsys_cli.data.datamodule import SequenceDataModule
-    from recsys_cli.evaluation.protocol import RankingEvaluator
+    from recsys_cli.evaluation.reports import write_per_user
     from recsys_cli.runtime import keep_freed_memory, quiet_libraries
     from recsys_cli.tasks.preprocess import prepare_data
 
@@ -200,8 +230,9 @@ def train_recommender(cfg: DictConfig, run_dir: Path | None = None, overrides: l
     )
     run_dir = resolve_run_dir(cfg, run_dir)
     protocol = protocol_for(cfg, processed, max_len)
-    evaluator = RankingEvaluator(ks=list(cfg.eval.ks), mask_history=bool(cfg.eval.mask_history))
+    evaluator = ranking_evaluator(cfg, datamodule.train_item_counts())
     metadata = CheckpointMetadata(checkpoint_metadata(cfg, processed, datamodule, protocol, overrides or []))
+    user_ids = ["", *processed.users["user_id"].astype(str).tolist()]  # indexed by user_idx
     return fit_and_test(
         cfg,
         model,
@@ -211,6 +242,7 @@ def train_recommender(cfg: DictConfig, run_dir: Path | None = None, overrides: l
         run_dir,
         overrides,
         {"protocol": protocol, "processed_data": str(processed.path)},
+        reports=lambda: {"per_user": write_per_user(evaluator.per_user, user_ids, run_dir / "per_user")},
     )
 
 
@@ -238,11 +270,13 @@ def fit_and_test(
     run_dir: Path,
     overrides: list[str] | None,
     extra_metrics: dict[str, Any],
+    reports: Callable[[], dict[str, Any]] | None = None,
 ) -> TrainResult:
     """Fit with early stopping on ``train.monitor``, then validate and test the best checkpoint.
 
     ``callbacks`` hold the evaluator (which logs the monitored metric and fills ``results`` with the
     ``val``/``test`` metrics) and the checkpoint metadata; ``metrics.json`` is written to ``run_dir``.
+    ``reports`` (rank 0 only, after testing) writes further files and returns entries for metrics.json.
     """
     from hydra.utils import instantiate
     from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
@@ -297,6 +331,7 @@ def fit_and_test(
         "peak_memory_mb": round(peak_memory_mb(), 1),
         "checkpoint": str(run_dir / "checkpoints" / "best.ckpt"),
         **extra_metrics,
+        **(reports() if reports else {}),
         "overrides": list(overrides or []),
     }
     atomic_write_json(run_dir / "metrics.json", metrics)
