@@ -224,6 +224,84 @@ def predict(
     console.print(f"[bold]predictions:[/] {result.output}")
 
 
+@app.command()
+def compare(
+    runs: Annotated[
+        list[str],
+        typer.Argument(
+            help="Run folders, folders of runs (a sweep: runs/multirun/<time>; runs/tune/<name>) or globs "
+            "such as 'runs/*'.",
+            show_default=False,
+        ),
+    ],
+    metrics: Annotated[
+        str, typer.Option("--metrics", help="Comma-separated metrics to tabulate, e.g. test/ndcg@10,val/hr@20.")
+    ] = "test/ndcg@10,test/hr@10",
+    test: Annotated[
+        str, typer.Option("--test", help="Paired significance test of per-user values: ttest or wilcoxon.")
+    ] = "ttest",
+    paired_metric: Annotated[
+        str, typer.Option("--paired-metric", help="The per-user metric the test pairs, e.g. test/ndcg@10.")
+    ] = "test/ndcg@10",
+    baseline: Annotated[
+        str | None,
+        typer.Option(
+            "--baseline", help="The group every other is tested against: a model name or a run folder (default: pop)."
+        ),
+    ] = None,
+    plot: Annotated[
+        Path | None, typer.Option("--plot", help="Write a bar chart (mean ± std) here, e.g. --plot compare.png.")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the table here: .json or .csv, e.g. summary.csv.")
+    ] = None,
+    allow_mixed_protocols: Annotated[
+        bool,
+        typer.Option("--allow-mixed-protocols", help="Compare runs evaluated under different protocols anyway."),
+    ] = False,
+) -> None:
+    """Compare runs: mean ± std over seeds per configuration, paired tests against a baseline.
+
+    E.g. `recsys compare runs/multirun/<time> --baseline pop --plot compare.png`.
+    """
+    from recsys_cli.tasks import compare as task
+
+    names = [name.strip() for name in metrics.split(",") if name.strip()]
+    result = _guard(
+        task.compare,
+        runs,
+        metrics=names,
+        paired_metric=paired_metric,
+        test=test,
+        baseline=baseline,
+        allow_mixed_protocols=allow_mixed_protocols,
+        plot=plot,
+        output=output,
+    )
+    render_compare(result)
+
+
+@app.command()
+def tune(
+    overrides: Overrides = None,
+    trials: Annotated[
+        int | None, typer.Option("--trials", "-n", help="Trials to add to the study (default tune.n_trials), e.g. 20.")
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option("--name", help="Study name and folder runs/tune/<name> (default <model>_<data>), e.g. lr_search."),
+    ] = None,
+) -> None:
+    """Search hyperparameters with Optuna on a validation metric; the same command again continues the study.
+
+    E.g. `recsys tune model=sasrec data=ml100k tune=sasrec --trials 20`.
+    """
+    from recsys_cli.tasks import tune as task
+
+    result = _guard(task.run, overrides or [], n_trials=trials, name=name, on_trial=render_trial)
+    render_tune(result)
+
+
 # --- rendering --------------------------------------------------------------------------------------
 def render_preprocess(result: Any) -> None:
     meta = result.stats
@@ -354,6 +432,96 @@ def render_summary(rows: list[dict[str, Any]]) -> None:
         cells = [f"{row[c]:.4f}" if isinstance(row.get(c), float) else str(row.get(c, "")) for c in metrics]
         table.add_row(str(index), varied, *cells, str(row.get("epochs", "")), f"{row.get('fit_seconds') or 0:.0f}")
     console.print(table)
+
+
+def render_compare(result: Any) -> None:
+    """Groups of runs: each metric's mean ± std over seeds, then the paired test against the baseline."""
+    metric = result.paired_metric
+    table = Table(title=f"compare: {len(result.groups)} configuration(s)")
+    table.add_column("configuration", no_wrap=True)
+    table.add_column("runs", justify="right")
+    for name in result.metrics:
+        table.add_column(f"{name} (mean ± std)", justify="right")
+    table.add_column(f"Δ {metric}", justify="right")
+    table.add_column(f"{result.test} p (Holm)", justify="left")
+    for group in result.groups:
+        cells = []
+        for name in result.metrics:
+            stats = group.stats[name]
+            spread = "" if stats["std"] is None else f" ± {stats['std']:.4f}"
+            cells.append("-" if stats["mean"] is None else f"{stats['mean']:.4f}{spread}")
+        sig = group.significance
+        diff = "-" if sig.get("mean_diff") is None else f"{sig['mean_diff']:+.4f}"
+        if sig.get("baseline"):
+            note = "baseline" + (f" ({sig['reason']})" if sig.get("reason") else "")
+        elif sig.get("p_value") is not None:
+            note = f"{sig['p_value']:.3g} ({sig['p_holm']:.3g})" + (" *" if sig["significant"] else "")
+        else:
+            note = str(sig.get("reason"))
+        table.add_row(group.label, str(len(group.runs)), *cells, diff, note)
+    console.print(table)
+    if result.baseline:
+        console.print(
+            f"Δ and p: per-user {metric} against [bold]{result.baseline}[/], users paired by id (each user's value "
+            f"averaged over seeds), Holm-corrected; * p < 0.05."
+        )
+    console.print(f"[bold]protocol:[/] {' | '.join(result.protocols)}")
+    for name, path in result.outputs.items():
+        console.print(f"[bold]{name}:[/] {path}")
+
+
+def render_trial(row: dict[str, Any]) -> None:
+    """One finished trial of `recsys tune`, as it completes."""
+    from recsys_cli.tasks.tune import param_columns
+
+    values = " ".join(f"{key}={_short(row[key])}" for key in param_columns(row))
+    if row["state"] == "complete":
+        metric = next(k for k in row if k.startswith("val/"))
+        console.print(f"trial {row['trial']}: {metric} {row[metric]:.4f}  {values}", highlight=False)
+    else:
+        console.print(f"trial {row['trial']} {row['state']}: {row.get('error') or '-'}  {values}", highlight=False)
+
+
+def render_tune(result: Any) -> None:
+    """The study's trials (best first), then the best trial's overrides beside its metrics."""
+    from recsys_cli.tasks.tune import param_columns
+
+    best, metric = result.best, result.metric
+    test_metric = "test/" + metric.split("/", 1)[1]
+    params = list(dict.fromkeys(key for row in result.trials for key in param_columns(row)))
+    table = Table(title=f"study {result.study_name}: {len(result.trials)} trial(s), {result.direction} {metric}")
+    for column in ("trial", "state", *params, metric, test_metric):
+        table.add_column(column, justify="left" if column == "state" else "right")
+    done = [row for row in result.trials if row[metric] is not None]
+    ordered = sorted(done, key=lambda row: row[metric], reverse=result.direction == "maximize")
+    for row in ordered + [row for row in result.trials if row[metric] is None]:
+        style = "bold green" if row["trial"] == best["trial"] else None
+        cells = [_short(row.get(column)) for column in params]
+        table.add_row(
+            str(row["trial"]), row["state"], *cells, _fmt(row[metric]), _fmt(row[test_metric]), style=style
+        )  # fmt: skip
+    console.print(table)
+    render_metrics(
+        _read_json(Path(best["run_dir"]) / "metrics.json"),
+        title=f"best trial {best['trial']}, chosen on {metric} (test: reported only)",
+    )
+    if result.pinned:
+        console.print(f"[bold]pinned by overrides (not searched):[/] {' '.join(result.pinned)}")
+    console.print(f"[bold]best overrides:[/] {' '.join(best['overrides'])}", highlight=False)
+    console.print(f"[bold]reproduce:[/] {best['command']}", highlight=False)
+    console.print(f"[bold]study:[/] {result.storage}  (the same command again adds trials)")
+    for name, path in result.outputs.items():
+        console.print(f"[bold]{name}:[/] {path}")
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    import json
+
+    return json.loads(path.read_text())
 
 
 def _fmt(value: float | None) -> str:
