@@ -1,0 +1,146 @@
+"""`recsys tune`: search spaces from conf/tune, a resumable Optuna study chosen on validation only."""
+
+import json
+import subprocess
+import sys
+
+import optuna
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from recsys_cli.cli import app
+from recsys_cli.config import compose_config, group_options, save_config, to_container
+from recsys_cli.errors import RecsysError
+from recsys_cli.tasks import train
+from recsys_cli.tasks import tune as task
+from tests.conftest import TINY_MODEL
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize("name", group_options("tune"))
+def test_every_tune_option_is_a_valid_space_for_sasrec(name):
+    cfg = compose_config([f"tune={name}", "model=sasrec"])
+    space = task.search_space(to_container(cfg.tune.params))
+    assert {"model.lr", "model.dropout", "model.hidden_size", "data.max_len"} <= {p.key for p in space}
+    task._check_space(cfg, space)
+    assert cfg.tune.metric.startswith("val/") and cfg.tune.direction in task.DIRECTIONS
+    for param in space:  # every hidden size choice is divisible by every head count
+        if param.key == "model.num_heads":
+            hidden = next(p for p in space if p.key == "model.hidden_size")
+            assert all(h % heads == 0 for h in hidden.choices for heads in param.choices)
+
+
+def test_search_space_is_flattened_and_checked():
+    space = task.search_space(
+        {"model": {"lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}}, "seed": {"type": "int", "low": 1,
+         "high": 3}, "data": {"max_len": {"type": "categorical", "choices": [20, 50]}}}
+    )  # fmt: skip
+    assert [(p.key, p.type) for p in space] == [("model.lr", "float"), ("seed", "int"), ("data.max_len", "categorical")]
+    bad = [
+        ({"lr": {"type": "uniform", "low": 0, "high": 1}}, "choose one of: float, int, categorical"),
+        ({"lr": {"type": "float", "low": 0, "high": 1, "log": True}}, "low must be above 0"),
+        ({"lr": {"type": "float", "low": 1, "high": 0}}, "low <= high"),
+        ({"lr": {"type": "categorical", "choices": []}}, "non-empty list"),
+        ({"lr": {"type": "float", "low": 0, "high": 1, "step": 0.1}}, "unknown field 'step'"),
+        ({"lr": 0.1}, "must be a mapping"),
+    ]
+    for params, message in bad:
+        with pytest.raises(RecsysError, match=message):
+            task.search_space(params)
+
+
+def test_drawn_values_round_trip_through_overrides():
+    values = {"model.lr": 1e-05, "model.hidden_size": 64, "model.lr_decay": None, "data.name": "a b's"}
+    cfg = compose_config([f"{key}={task.override_value(value)}" for key, value in values.items()])
+    assert cfg.model.lr == 1e-05 and cfg.model.hidden_size == 64 and cfg.model.lr_decay is None
+    assert cfg.data.name == "a b's"
+
+
+def fake_training(calls):
+    """`train.run` stand-in: validation peaks at lr=0.003, test at the opposite end; dropout > 0.4 fails."""
+
+    def run(cfg, run_dir, overrides):
+        calls.append(list(overrides))
+        if cfg.model.dropout > 0.4:
+            raise RecsysError("dropout too high for this test")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+        distance = abs(cfg.model.lr - 0.003)
+        metrics = {"valid": {"val/ndcg@10": 1 - distance}, "test": {"test/ndcg@10": distance}, "fit_seconds": 0.1}
+        (run_dir / "metrics.json").write_text(json.dumps(metrics))
+        return train.TrainResult(run_dir=run_dir, metrics=metrics, overrides=list(overrides))
+
+    return run
+
+
+def test_best_trial_is_chosen_on_validation_and_failed_trials_are_skipped(monkeypatch, workdir, tmp_path):
+    calls = []
+    monkeypatch.setattr(train, "run", fake_training(calls))
+    overrides = [*workdir, "tune.sampler.kind=random", "model.hidden_size=16", "data.max_len=20"]
+    result = task.run(overrides, n_trials=8, name="fake")
+    assert len(calls) == 8 and all(call[: len(overrides)] == overrides for call in calls)
+    assert result.pinned == ["model.hidden_size", "data.max_len"]
+    done = [row for row in result.trials if row["state"] == "complete"]
+    failed = [row for row in result.trials if row["state"] == "fail"]
+    assert failed and all(row["model.dropout"] > 0.4 and "too high" in row["error"] for row in failed)
+    best = max(done, key=lambda row: row["val/ndcg@10"])
+    assert result.best["trial"] == best["trial"]
+    # test peaks elsewhere: had it guided the choice, another trial would have won
+    assert result.best["test"]["test/ndcg@10"] == min(row["test/ndcg@10"] for row in done)
+    assert result.best["overrides"] == [f"model.lr={best['model.lr']!r}", f"model.dropout={best['model.dropout']!r}"]
+    assert compose_config([*overrides, *result.best["overrides"]]).model.lr == best["model.lr"]
+    saved = json.loads((tmp_path / "runs" / "tune" / "fake" / "best.json").read_text())
+    assert saved["trial"] == best["trial"] and saved["command"].startswith("recsys train ")
+    assert str(best["model.lr"]) in (tmp_path / "runs" / "tune" / "fake" / "best.yaml").read_text()
+
+
+def test_a_resumed_study_must_keep_its_goal_and_overrides(monkeypatch, workdir):
+    monkeypatch.setattr(train, "run", fake_training([]))
+    pinned = ["model.dropout=0.1", "tune.sampler.kind=random"]
+    first = task.run([*workdir, *pinned], n_trials=2, name="resume")
+    again = task.run([*workdir, *pinned], n_trials=2, name="resume")
+    assert [row["trial"] for row in again.trials] == [0, 1, 2, 3]
+    lrs = [row["model.lr"] for row in again.trials]
+    assert len(set(lrs)) == 4 and lrs[:2] == [row["model.lr"] for row in first.trials]  # no redrawn values
+    with pytest.raises(RecsysError, match=r"optimises val/ndcg@10 \(maximize\), not val/hr@10"):
+        task.run([*workdir, *pinned, "tune.metric=val/hr@10"], n_trials=1, name="resume")
+    with pytest.raises(RecsysError, match=r"other overrides \(\+model.num_layers=1\)"):
+        task.run([*workdir, *pinned, "model.num_layers=1"], n_trials=1, name="resume")
+    with pytest.raises(RecsysError, match="not a validation metric"):
+        task.run([*workdir, "tune.metric=test/ndcg@10"], n_trials=1)
+    with pytest.raises(RecsysError, match=r"model.lr is not a key of this config \(model=pop\)"):
+        task.run([*workdir, "model=pop"], n_trials=1)
+
+
+def test_tune_trains_trials_writes_the_study_and_resumes(tiny, tmp_path):
+    args = ["tune", *tiny, *TINY_MODEL, "model.hidden_size=16", "--name", "tiny"]
+    result = runner.invoke(app, [*args, "--trials", "2"])
+    assert result.exit_code == 0, result.output
+    assert "best trial" in result.output and "best overrides: model.lr=" in result.output
+    folder = tmp_path / "runs" / "tune" / "tiny"
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{folder / 'study.db'}")
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+    valid = {n: json.loads((folder / f"trial_{n:03d}" / "metrics.json").read_text())["valid"] for n in (0, 1)}
+    best = json.loads((folder / "best.json").read_text())
+    assert best["trial"] == max(valid, key=lambda n: valid[n]["val/ndcg@10"])
+    assert best["value"] == pytest.approx(valid[best["trial"]]["val/ndcg@10"])
+    assert "test/ndcg@10" in best["test"]
+    assert len(pd.read_csv(folder / "trials.csv")) == 2
+
+    result = runner.invoke(app, [*args, "--trials", "1"])
+    assert result.exit_code == 0, result.output
+    assert len(optuna.load_study(study_name="tiny", storage=f"sqlite:///{folder / 'study.db'}").trials) == 3
+    assert (folder / "trial_002" / "metrics.json").exists() and len(pd.read_csv(folder / "trials.csv")) == 3
+
+
+def test_compare_and_tune_help_import_nothing_heavy():
+    code = (
+        "import sys; from typer.testing import CliRunner; from recsys_cli.cli import app; "
+        "r = [CliRunner().invoke(app, [c, '--help']) for c in ('tune', 'compare')]; "
+        "assert all(x.exit_code == 0 for x in r); "
+        "heavy = [m for m in ('torch', 'pytorch_lightning', 'optuna', 'scipy', 'matplotlib') if m in sys.modules]; "
+        "assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
