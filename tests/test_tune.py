@@ -20,12 +20,15 @@ runner = CliRunner()
 
 
 @pytest.mark.parametrize("name", group_options("tune"))
-def test_every_tune_option_is_a_valid_space_for_sasrec(name):
-    cfg = compose_config([f"tune={name}", "model=sasrec"])
+def test_every_tune_option_is_a_valid_space_for_its_model(name):
+    model = name if name in group_options("model") else "sasrec"  # default.yaml: the generic space
+    cfg = compose_config([f"tune={name}", f"model={model}"])
     space = task.search_space(to_container(cfg.tune.params))
-    assert {"model.lr", "model.dropout", "model.hidden_size", "data.max_len"} <= {p.key for p in space}
-    task._check_space(cfg, space)
-    assert cfg.tune.metric.startswith("val/") and cfg.tune.direction in task.DIRECTIONS
+    assert "model.lr" in {p.key for p in space}
+    task._check_space(cfg, space)  # every searched key exists in the model's config
+    assert (cfg.tune.metric, cfg.tune.direction) == ("val/ndcg@10", "max")  # what picks checkpoints
+    text = compose_config([f"tune={name}", "model=bert_intent"])
+    assert (text.tune.metric, text.tune.direction) == (text.train.monitor, text.train.mode)
     for param in space:  # every hidden size choice is divisible by every head count
         if param.key == "model.num_heads":
             hidden = next(p for p in space if p.key == "model.hidden_size")
@@ -38,6 +41,9 @@ def test_search_space_is_flattened_and_checked():
          "high": 3}, "data": {"max_len": {"type": "categorical", "choices": [20, 50]}}}
     )  # fmt: skip
     assert [(p.key, p.type) for p in space] == [("model.lr", "float"), ("seed", "int"), ("data.max_len", "categorical")]
+    assert task.search_space({"model": {"lr": None, "dropout": {"type": "float", "low": 0, "high": 1}}})[0].key == (
+        "model.dropout"
+    )
     bad = [
         ({"lr": {"type": "uniform", "low": 0, "high": 1}}, "choose one of: float, int, categorical"),
         ({"lr": {"type": "float", "low": 0, "high": 1, "log": True}}, "low must be above 0"),

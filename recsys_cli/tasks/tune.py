@@ -24,7 +24,7 @@ from recsys_cli.io import atomic_path, atomic_write_json, atomic_write_text
 TYPES = ("float", "int", "categorical")
 SPEC_KEYS = {"type", "low", "high", "log", "choices"}
 SAMPLERS = ("tpe", "random")
-DIRECTIONS = ("maximize", "minimize")
+DIRECTIONS = {"max": "maximize", "min": "minimize", "maximize": "maximize", "minimize": "minimize"}
 
 
 @dataclass
@@ -65,10 +65,12 @@ class _TrialFailed(Exception):
 
 
 def search_space(params: dict[str, Any], prefix: str = "") -> list[Param]:
-    """Flatten ``tune.params``: every mapping with a ``type`` is one entry, keyed by its path."""
+    """Flatten ``tune.params``: every mapping with a ``type`` is one entry, keyed by its path; null is none."""
     space = []
     for name, node in params.items():
         key = f"{prefix}{name}"
+        if node is None:  # how a space that extends another leaves an entry out
+            continue
         if not isinstance(node, dict):
             raise RecsysError(f"tune.params.{key} must be a mapping such as {{type: float, low: 0.0, high: 0.5}}.")
         space.extend([_param(key, node)] if "type" in node else search_space(node, prefix=f"{key}."))
@@ -132,6 +134,7 @@ def run(
         )
     if direction not in DIRECTIONS:
         raise RecsysError(f"tune.direction={direction}; choose one of: {', '.join(DIRECTIONS)}.")
+    direction = DIRECTIONS[direction]
     n_trials = int(settings.n_trials if n_trials is None else n_trials)
     if n_trials < 0:
         raise RecsysError(f"--trials must be 0 or more (got {n_trials}); 0 only reports the study.")
@@ -215,7 +218,7 @@ def _check_space(cfg: Any, space: list[Param]) -> None:
         if OmegaConf.select(cfg, param.key, default=absent, throw_on_missing=False) is absent:
             raise RecsysError(
                 f"tune.params.{param.key}: {param.key} is not a key of this config (model={cfg.model.name}); "
-                f"pick a space for this model (tune=<name>) or drop it with ~tune.params.{param.key}."
+                f"pick a space for this model (tune=<name>) or drop it with tune.params.{param.key}=null."
             )
 
 
