@@ -83,15 +83,16 @@ def list_metrics(
     catalogue minus the masked history is shorter); ``counts`` are the items' training counts.
     """
     counts = counts.to(ranked.device)
-    information = self_information(counts)[ranked]
-    popularity = counts.double()[ranked]
-    valid = valid.double()
+    listed = valid.float()
+    # running sums along each list: the value @K is column K - 1, for every K at once
+    length = torch.cumsum(listed, 1).clamp(min=1)
+    information = torch.cumsum(self_information(counts).float()[ranked] * listed, 1) / length
+    popularity = torch.cumsum(counts.float()[ranked] * listed, 1) / length
     out = {}
     for k in ks:
-        listed = valid[:, :k]
-        length = listed.sum(1).clamp(min=1)
-        out[f"novelty@{k}"] = ((information[:, :k] * listed).sum(1) / length).float()
-        out[f"arp@{k}"] = ((popularity[:, :k] * listed).sum(1) / length).float()
+        column = min(k, ranked.shape[1]) - 1
+        out[f"novelty@{k}"] = information[:, column]
+        out[f"arp@{k}"] = popularity[:, column]
     return out
 
 

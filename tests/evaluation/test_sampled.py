@@ -83,15 +83,38 @@ def test_a_user_with_fewer_allowed_items_than_asked_gets_all_of_them_then_paddin
     assert sorted(negatives[0, :4].tolist()) == [27, 28, 29, 30] and negatives[0, 4:].tolist() == [0, 0]
 
 
-def test_popularity_negatives_follow_training_counts():
-    counts = torch.tensor([0.0, 0.0, 1.0, 2.0, 7.0])  # item 1 never seen in training: never drawn
+@pytest.mark.parametrize("n_items", [4, 200])  # the exact top-k pass, and oversampling with rejection
+def test_popularity_negatives_follow_training_counts(n_items):
+    counts = torch.zeros(n_items + 1)
+    counts[2:5] = torch.tensor([1.0, 2.0, 7.0])  # items never seen in training (1, 5, ...) are never drawn
     users = torch.arange(1, 20001)
-    forbidden = torch.zeros(len(users), 5, dtype=torch.bool)
+    forbidden = torch.zeros(len(users), n_items + 1, dtype=torch.bool)
     forbidden[:, 0] = True
     drawn = sample_negatives(users, forbidden, 1, seed=0, counts=counts)[:, 0]
-    shares = torch.bincount(drawn, minlength=5).double() / len(users)
-    assert shares[1] == 0
-    assert torch.allclose(shares[2:], torch.tensor([0.1, 0.2, 0.7], dtype=torch.float64), atol=0.015)
+    shares = torch.bincount(drawn, minlength=n_items + 1).double() / len(users)
+    assert shares[2:5].sum() == 1
+    assert torch.allclose(shares[2:5], torch.tensor([0.1, 0.2, 0.7], dtype=torch.float64), atol=0.015)
+
+
+@pytest.mark.parametrize("popularity", [False, True])
+def test_oversampled_negatives_on_a_large_catalogue_and_the_fallback_for_a_heavy_user(popularity):
+    n_items, generator = 500, torch.Generator().manual_seed(0)
+    histories = [torch.randperm(n_items, generator=generator)[:50].add(1).tolist() for _ in range(40)]
+    histories.append(list(range(1, 491)))  # a heavy user: only items 492..500 are left to sample
+    targets = [[h[0] % n_items + 1] if h[0] % n_items + 1 not in h else [491] for h in histories]
+    users = list(range(1, 42))
+    batch = eval_batch(users, histories, targets)
+    counts = torch.arange(n_items + 1).double() if popularity else None
+    negatives = sample_negatives(batch[keys.USERS], forbidden_items(batch, n_items), 20, seed=5, counts=counts)
+    for row, (history, target) in enumerate(zip(histories, targets)):
+        drawn = [item for item in negatives[row].tolist() if item]
+        assert len(set(drawn)) == len(drawn) and not set(drawn) & (set(history) | set(target))
+        assert len(drawn) == (20 if row < 40 else 9)
+    assert sorted(negatives[40, :9].tolist()) == list(range(492, 501)) and negatives[40, 9:].eq(0).all()
+    # the same negatives for a user scored alone
+    alone = eval_batch(users[3:4], histories[3:4], targets[3:4])
+    again = sample_negatives(alone[keys.USERS], forbidden_items(alone, n_items), 20, seed=5, counts=counts)
+    assert torch.equal(again, negatives[3:4])
 
 
 def test_sampled_metrics_match_hand_computation_and_ties_count_against_the_target():
