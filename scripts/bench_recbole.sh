@@ -25,7 +25,7 @@
 # Known difference: RecBole's Pop counts an item at most once per training batch (recbole/model/
 # general_recommender/pop.py: `item_cnt[item, :] = item_cnt[item, :] + 1` with repeated indices in a batch
 # of 2048), so it ranks by a damped popularity and scores below recsys's exact counts. The split is the
-# same: RecBole's and recsys's validation/test targets agree for 939 of 943 users (the rest are
+# same: RecBole's and recsys's test targets agree for 939 of 943 users, validation for 938 (the rest are
 # timestamp ties ordered differently).
 set -euo pipefail
 cd "$(dirname "$0")/.."
