@@ -1,0 +1,131 @@
+"""ItemKNN: item-based collaborative filtering with cosine neighbours (Sarwar et al. 2001, WWW;
+Deshpande & Karypis 2004, "Item-based top-N recommendation algorithms", ACM TOIS).
+
+"Training" is one pass over the training windows that collects the (user, item) pairs of the binary
+interaction matrix ``X`` (summed across processes), then, without gradients,
+
+    sim(i, j) = (X^T X)_ij / (||x_i|| ||x_j|| + shrink),     sim(i, i) = 0,
+
+keeping each item's ``k_neighbors`` most similar items. The neighbour lists are ``[n_items + 1, k]``
+buffers (memory O(items * k), built a block of items at a time), so a checkpoint round-trips them.
+A user's score for item j is the sum of sim(i, j) over the distinct items i of its history that have
+j among their neighbours (Deshpande & Karypis' top-N rule); the history is what evaluation and
+predict give (the last ``max_len`` items), so ``data.max_len`` bounds how much of a user counts.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from recsys_cli.data import batch as keys
+from recsys_cli.models.base import Recommender
+
+BLOCK_CELLS = 1 << 24  # similarity rows are computed dense, this many cells (64 MiB of float32) at a time
+
+
+def distinct(history: torch.Tensor) -> torch.Tensor:
+    """``history`` with repeated items of a row replaced by 0 (padding), so each item counts once."""
+    ordered = history.sort(1).values
+    repeated = torch.zeros_like(ordered, dtype=torch.bool)
+    repeated[:, 1:] = ordered[:, 1:] == ordered[:, :-1]
+    return ordered.masked_fill(repeated, 0)
+
+
+def cosine_neighbours(
+    users: torch.Tensor, items: torch.Tensor, n_items: int, k: int, shrink: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-``k`` cosine neighbours ``(items [n_items + 1, k], weights [n_items + 1, k])`` of each item.
+
+    ``users``/``items`` are the distinct (user, item) pairs of the binary interaction matrix. Rows of
+    the similarity matrix are computed a block at a time (sparse ``X_block^T X``), so memory stays
+    O(block * n_items + n_items * k) however large the catalogue.
+    """
+    n_users = int(users.max()) + 1 if len(users) else 1
+    n_columns = n_items + 1
+    matrix = torch.sparse_coo_tensor(
+        torch.stack([users, items]), torch.ones(len(users)), (n_users, n_columns)
+    ).coalesce()
+    norms = torch.bincount(items, minlength=n_columns).float().sqrt()
+    neighbour_items = torch.zeros(n_columns, k, dtype=torch.long)
+    neighbour_weights = torch.zeros(n_columns, k)
+    block = max(1, BLOCK_CELLS // n_columns)
+    for begin in range(1, n_columns, block):  # a loop over blocks of items, not over items
+        end = min(begin + block, n_columns)
+        inside = (items >= begin) & (items < end)
+        transposed = torch.sparse_coo_tensor(
+            torch.stack([items[inside] - begin, users[inside]]), torch.ones(int(inside.sum())), (end - begin, n_users)
+        )
+        overlap = torch.sparse.mm(transposed, matrix).to_dense()  # [block, n_items + 1] co-occurrence counts
+        similarity = overlap / (norms[begin:end, None] * norms[None, :] + shrink).clamp(min=1e-12)
+        rows = torch.arange(end - begin)
+        similarity[rows, rows + begin] = 0.0  # an item is not its own neighbour
+        similarity[:, 0] = 0.0
+        top = torch.topk(similarity, k, dim=1)
+        neighbour_items[begin:end], neighbour_weights[begin:end] = top.indices, top.values
+    return neighbour_items, neighbour_weights
+
+
+class ItemKNN(Recommender):
+    def __init__(self, n_items: int, max_len: int, k_neighbors: int = 100, shrink: float = 10.0) -> None:
+        super().__init__(n_items=n_items, max_len=max_len)
+        if k_neighbors < 1 or shrink < 0:
+            from recsys_cli.errors import RecsysError
+
+            raise RecsysError(
+                f"model.k_neighbors={k_neighbors} must be at least 1 and model.shrink={shrink} at least 0; "
+                "e.g. model.k_neighbors=100 model.shrink=10."
+            )
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.shrink = shrink
+        self.k = max(1, min(k_neighbors, n_items - 1))
+        self.register_buffer("neighbour_items", torch.zeros(n_items + 1, self.k, dtype=torch.long))
+        self.register_buffer("neighbour_weights", torch.zeros(n_items + 1, self.k))
+        self._pairs: list[torch.Tensor] = []
+
+    def on_train_epoch_start(self) -> None:
+        self._pairs = []
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        # Every item of a window belongs to the window's user: history and targets alike (the indicator
+        # matrix is binary, so items repeated across overlapping windows count once).
+        window = torch.cat([batch[keys.HISTORY], batch[keys.NEXT_ITEMS]], dim=1)
+        rows, columns = (window > 0).nonzero(as_tuple=True)
+        self._pairs.append((batch[keys.USERS][rows] * (self.n_items + 1) + window[rows, columns]).unique())
+        return torch.zeros((), device=self.device)
+
+    def on_validation_epoch_start(self) -> None:
+        # Lightning validates before on_train_epoch_end, so the neighbours are built here, once.
+        if self._pairs:
+            self.fit_neighbours()
+
+    def on_train_epoch_end(self) -> None:
+        if self._pairs:
+            self.fit_neighbours()
+        self.trainer.should_stop = True  # one pass sees every pair; more epochs would find the same ones
+
+    def fit_neighbours(self) -> None:
+        """Gather the pairs of every process and build the neighbour lists."""
+        pairs = torch.cat(self._pairs).unique()
+        self._pairs = []
+        if self._trainer is not None and self.trainer.world_size > 1:
+            sizes = self.all_gather(torch.tensor(len(pairs), device=self.device)).flatten()
+            padded = torch.full((int(sizes.max()),), -1, dtype=pairs.dtype, device=self.device)
+            padded[: len(pairs)] = pairs
+            pairs = self.all_gather(padded).flatten()
+            pairs = pairs[pairs >= 0].unique()
+        pairs = pairs.cpu()
+        items, weights = cosine_neighbours(
+            pairs // (self.n_items + 1), pairs % (self.n_items + 1), self.n_items, self.k, self.shrink
+        )
+        self.neighbour_items.copy_(items)
+        self.neighbour_weights.copy_(weights)
+
+    def score_all(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        history = distinct(batch[keys.HISTORY])  # padding (item 0) has no neighbours: weight 0
+        scores = torch.zeros(history.shape[0], self.n_items + 1, device=history.device)
+        neighbours = self.neighbour_items[history].flatten(1)
+        return scores.scatter_add_(1, neighbours, self.neighbour_weights[history].flatten(1))
+
+    def configure_optimizers(self) -> None:
+        return None
