@@ -90,3 +90,68 @@ def sample_negatives(positives: torch.Tensor, n_items: int, num: int = 1) -> tor
     """Uniform negatives from items 1..n_items that never equal the positive (``[*, num]``)."""
     draw = torch.randint(1, n_items, (*positives.shape, num), device=positives.device)
     return draw + (draw >= positives.unsqueeze(-1)).long()
+
+
+def full_softmax_loss(hidden: torch.Tensor, targets: torch.Tensor, item_weight: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of ``targets [N]`` over every item: logits ``hidden [N, H] @ item_weight.T`` (row 0 = padding)."""
+    logits = hidden @ item_weight.T
+    logits[:, 0] = -torch.inf
+    return F.cross_entropy(logits, targets)
+
+
+SAMPLINGS = ("uniform", "popularity")
+
+
+class SampledSoftmax(nn.Module):
+    """Sampled-softmax cross-entropy with ``num_negatives`` negatives shared by every row of a batch.
+
+    For catalogues too large for a full softmax (Jean et al. 2015, arXiv:1412.2007): each row's
+    positive competes with one set of sampled items, so the cost is ``N x num_negatives`` instead of
+    ``N x n_items``. A sampled negative that equals a row's positive is masked out of that row (never
+    counted against it). ``sampling="popularity"`` draws items by their frequency among the training
+    targets seen so far (counted online, +1 smoothing, as the streaming estimate of Yi et al. 2019,
+    "Sampling-bias-corrected neural modeling"), and every logit is corrected by ``-log Q(item)`` so
+    the loss still estimates the full softmax (logQ correction); uniform sampling needs no correction.
+    """
+
+    def __init__(self, n_items: int, num_negatives: int = 256, sampling: str = "uniform") -> None:
+        super().__init__()
+        if sampling not in SAMPLINGS:
+            from recsys_cli.errors import RecsysError
+
+            raise RecsysError(
+                f"unknown negative sampling '{sampling}'; set model.sampling to one of: {', '.join(SAMPLINGS)}."
+            )
+        if num_negatives < 1:
+            from recsys_cli.errors import RecsysError
+
+            raise RecsysError(f"model.num_negatives={num_negatives} must be at least 1; e.g. model.num_negatives=256.")
+        self.n_items = n_items
+        self.num_negatives = num_negatives
+        self.sampling = sampling
+        # Not saved with the weights: a statistic of training, rebuilt in the first batches.
+        self.register_buffer("target_counts", torch.ones(n_items + 1), persistent=False)
+
+    def draw(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``num_negatives`` item ids (1..n_items) and, for popularity sampling, log Q of every item ``[n + 1]``."""
+        if self.sampling == "uniform":
+            return torch.randint(1, self.n_items + 1, (self.num_negatives,), device=device), None
+        weights = self.target_counts.clone()
+        weights[0] = 0
+        probabilities = weights / weights.sum()
+        negatives = torch.multinomial(probabilities, self.num_negatives, replacement=True)
+        return negatives, torch.log(probabilities * self.num_negatives).clamp(min=-1e4)
+
+    def forward(self, hidden: torch.Tensor, targets: torch.Tensor, item_weight: torch.Tensor) -> torch.Tensor:
+        """Mean loss of ``targets [N]`` given ``hidden [N, H]`` and the item embedding table ``[n + 1, H]``."""
+        if self.training and self.sampling == "popularity":
+            self.target_counts += torch.bincount(targets, minlength=self.n_items + 1).to(self.target_counts.dtype)
+        negatives, log_q = self.draw(hidden.device)
+        positive = (hidden * item_weight[targets]).sum(-1, keepdim=True)
+        negative = hidden @ item_weight[negatives].T
+        if log_q is not None:
+            positive = positive - log_q[targets].unsqueeze(-1)
+            negative = negative - log_q[negatives]
+        negative = negative.masked_fill(negatives.unsqueeze(0) == targets.unsqueeze(-1), -torch.inf)
+        logits = torch.cat([positive, negative], dim=1)
+        return F.cross_entropy(logits, torch.zeros_like(targets))

@@ -4,7 +4,9 @@ Causal self-attention over the last ``max_len`` items with learned positions; th
 position predicts the next item by a dot product with the (shared) item embeddings. All positions of
 a window train at once. Loss ``ce``: full-softmax cross-entropy over every item (the stronger choice
 when the catalogue fits, cf. Klenitskiy & Vasilev 2023); ``bce``: the paper's binary cross-entropy
-with one uniformly sampled negative per position.
+with one uniformly sampled negative per position; ``sampled``: sampled softmax with ``num_negatives``
+negatives shared across the batch (:class:`~recsys_cli.models.components.SampledSoftmax`), for
+catalogues too large for a full softmax.
 """
 
 from __future__ import annotations
@@ -18,14 +20,16 @@ from torch import nn
 from recsys_cli.data import batch as keys
 from recsys_cli.models.base import Recommender
 from recsys_cli.models.components import (
+    SampledSoftmax,
     TransformerBlock,
     attention_mask,
+    full_softmax_loss,
     init_weights,
     sample_negatives,
     trim_padding,
 )
 
-LOSSES = ("ce", "bce")
+LOSSES = ("ce", "bce", "sampled")
 
 
 class SASRec(Recommender):
@@ -39,6 +43,8 @@ class SASRec(Recommender):
         inner_size: int = 256,
         dropout: float = 0.2,
         loss: str = "ce",
+        num_negatives: int = 256,
+        sampling: str = "uniform",
         **training: Any,
     ) -> None:
         """``training``: the optimiser settings every model shares (:class:`Recommender`: lr, weight_decay, ...)."""
@@ -49,6 +55,7 @@ class SASRec(Recommender):
             raise RecsysError(f"unknown SASRec loss '{loss}'; set model.loss to one of: {', '.join(LOSSES)}.")
         self.save_hyperparameters()
         self.loss_kind = loss
+        self.sampled_softmax = SampledSoftmax(n_items, num_negatives, sampling) if loss == "sampled" else None
         self.item_embedding = nn.Embedding(n_items + 1, hidden_size, padding_idx=0)
         self.position_embedding = nn.Embedding(max_len, hidden_size)
         self.dropout = nn.Dropout(dropout)
@@ -80,9 +87,9 @@ class SASRec(Recommender):
         hidden = self.encode(history)[has_target]  # only positions with a next item cost anything
         targets = next_items[has_target]
         if self.loss_kind == "ce":
-            logits = hidden @ self.item_embedding.weight.T
-            logits[:, 0] = -torch.inf
-            return F.cross_entropy(logits, targets)
+            return full_softmax_loss(hidden, targets, self.item_embedding.weight)
+        if self.loss_kind == "sampled":
+            return self.sampled_softmax(hidden, targets, self.item_embedding.weight)
         negatives = sample_negatives(targets, self.n_items).squeeze(-1)
         pos = (hidden * self.item_embedding(targets)).sum(-1)
         neg = (hidden * self.item_embedding(negatives)).sum(-1)

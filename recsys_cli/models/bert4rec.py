@@ -1,0 +1,112 @@
+"""BERT4Rec: a bidirectional transformer trained by masked-item prediction (Sun et al., CIKM 2019, arXiv:1904.06690).
+
+Training hides a random ``mask_prob`` share of a window's items behind a [MASK] token (id
+``n_items + 1``) and predicts each hidden item from both sides with full-softmax cross-entropy over
+all items. The sequence is the whole training window (the history plus its last next item), so every
+item of the user can be masked. Ranking appends [MASK] after the history and reads the output there:
+the model fills in "the item after the last one". [MASK] is an input token only: ``score_all`` returns
+the ``n_items + 1`` columns of padding and real items, never [MASK].
+
+Positions are learned and count from the oldest item (as in :mod:`recsys_cli.models.sasrec`), so a
+window in training and a history + [MASK] at ranking place their items alike, and left padding or
+trimming it changes nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recsys_cli.data import batch as keys
+from recsys_cli.models.base import Recommender
+from recsys_cli.models.components import (
+    TransformerBlock,
+    attention_mask,
+    init_weights,
+    trim_padding,
+)
+
+
+class BERT4Rec(Recommender):
+    def __init__(
+        self,
+        n_items: int,
+        max_len: int,
+        hidden_size: int = 64,
+        num_layers: int = 2,
+        num_heads: int = 2,
+        inner_size: int = 256,
+        dropout: float = 0.2,
+        mask_prob: float = 0.2,
+        **training: Any,
+    ) -> None:
+        """``training``: the optimiser settings every model shares (:class:`Recommender`: lr, weight_decay, ...)."""
+        super().__init__(n_items=n_items, max_len=max_len, **training)
+        if not 0.0 < mask_prob < 1.0:
+            from recsys_cli.errors import RecsysError
+
+            raise RecsysError(f"model.mask_prob={mask_prob} must be between 0 and 1 (exclusive); e.g. 0.2.")
+        self.save_hyperparameters()
+        self.mask_id = n_items + 1
+        self.mask_prob = mask_prob
+        self.item_embedding = nn.Embedding(n_items + 2, hidden_size, padding_idx=0)
+        self.position_embedding = nn.Embedding(max_len + 1, hidden_size)  # a window: max_len + 1 items
+        self.dropout = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(
+            TransformerBlock(hidden_size, num_heads, inner_size, dropout) for _ in range(num_layers)
+        )
+        # Tied item embeddings score the output directly: BERT's dense + GELU + LayerNorm head in front
+        # of them learned a simple successor rule several times slower in our tests.
+        self.final_norm = nn.LayerNorm(hidden_size)
+        self.output_bias = nn.Parameter(torch.zeros(n_items + 1))
+        self.apply(init_weights)
+
+    def encode(self, sequence: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """Output ``[B, L, H]`` at every position of a left-padded ``sequence`` (``[B, 1, H]``: the last)."""
+        positions = ((sequence > 0).cumsum(1) - 1).clamp(min=0)
+        x = self.dropout(self.item_embedding(sequence) + self.position_embedding(positions))
+        mask = attention_mask(sequence, causal=False)
+        for index, block in enumerate(self.blocks):
+            x = block(x, mask, last_only=last_only and index == len(self.blocks) - 1)
+        return self.final_norm(x)
+
+    def item_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Scores of padding and every real item (not [MASK]): ``[..., n_items + 1]``."""
+        return hidden @ self.item_embedding.weight[: self.n_items + 1].T + self.output_bias
+
+    def mask_items(self, sequence: torch.Tensor) -> torch.Tensor:
+        """Where to hide items: each real item with probability ``mask_prob``, and a row's last item if none was.
+
+        Padding is never masked. The fallback keeps every window contributing, and trains the case
+        ranking asks for (the item after the history).
+        """
+        real = sequence > 0
+        masked = real & (torch.rand(sequence.shape, device=sequence.device) < self.mask_prob)
+        none = ~masked.any(1)
+        masked[:, -1] |= none & real[:, -1]
+        return masked
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        history, next_items = trim_padding(batch[keys.HISTORY], batch[keys.NEXT_ITEMS])
+        sequence = torch.cat([history, next_items[:, -1:]], dim=1)  # the window: history + its last item
+        masked = self.mask_items(sequence)
+        hidden = self.encode(sequence.masked_fill(masked, self.mask_id))[masked]
+        logits = self.item_logits(hidden)
+        logits[:, 0] = -torch.inf
+        return F.cross_entropy(logits, sequence[masked])
+
+    def last_output(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``[B, H]``: the output at a [MASK] appended after each (trimmed) history."""
+        history = trim_padding(batch[keys.HISTORY][:, -self.max_len :])[0]
+        sequence = torch.cat([history, torch.full_like(history[:, :1], self.mask_id)], dim=1)
+        return self.encode(sequence, last_only=True)[:, -1]
+
+    def score_all(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.item_logits(self.last_output(batch))
+
+    def score(self, batch: dict[str, torch.Tensor], item_ids: torch.Tensor) -> torch.Tensor:
+        last = self.last_output(batch)
+        return (self.item_embedding(item_ids) * last.unsqueeze(1)).sum(-1) + self.output_bias[item_ids]
