@@ -283,7 +283,14 @@ def compare(
 
 @app.command()
 def tune(
-    overrides: Overrides = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Hydra overrides for every trial, e.g. model=sasrec data=ml100k tune=sasrec (the space, from "
+            "conf/tune/); a searched key given here is pinned, e.g. model.hidden_size=64.",
+            show_default=False,
+        ),
+    ] = None,
     trials: Annotated[
         int | None, typer.Option("--trials", "-n", help="Trials to add to the study (default tune.n_trials), e.g. 20.")
     ] = None,
