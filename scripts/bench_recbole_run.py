@@ -38,6 +38,17 @@ RECBOLE_NAMES = {
     "bert4rec": "BERT4Rec",
 }
 
+# SASRec's and BERT4Rec's shared transformer settings (conf/model/sasrec.yaml, bert4rec.yaml).
+TRANSFORMER = {
+    "n_layers": 2,
+    "n_heads": 2,
+    "hidden_size": 64,
+    "inner_size": 256,
+    "hidden_dropout_prob": 0.2,
+    "attn_dropout_prob": 0.2,
+    "train_batch_size": 256,  # RecBole's usual transformer batch (recsys trains ML-100K at 64 windows)
+}
+
 # Architecture settings set to recsys's defaults (conf/model/<name>.yaml), so each pair is the same model;
 # everything else (optimiser, batch size, epochs budget) is RecBole's default unless noted.
 MODEL_SETTINGS: dict[str, dict] = {
@@ -52,29 +63,8 @@ MODEL_SETTINGS: dict[str, dict] = {
         "loss_type": "CE",
         "train_neg_sample_args": None,  # CE over all items: no sampled negatives
     },
-    "SASRec": {
-        "n_layers": 2,
-        "n_heads": 2,
-        "hidden_size": 64,
-        "inner_size": 256,
-        "hidden_dropout_prob": 0.2,
-        "attn_dropout_prob": 0.2,
-        "loss_type": "CE",
-        "train_neg_sample_args": None,
-        "train_batch_size": 256,  # RecBole's usual SASRec batch (recsys trains ML-100K at 64 windows)
-    },
-    "BERT4Rec": {
-        "n_layers": 2,
-        "n_heads": 2,
-        "hidden_size": 64,
-        "inner_size": 256,
-        "hidden_dropout_prob": 0.2,
-        "attn_dropout_prob": 0.2,
-        "mask_ratio": 0.2,
-        "loss_type": "CE",
-        "train_neg_sample_args": None,
-        "train_batch_size": 256,
-    },
+    "SASRec": {**TRANSFORMER, "loss_type": "CE", "train_neg_sample_args": None},
+    "BERT4Rec": {**TRANSFORMER, "mask_ratio": 0.2, "loss_type": "CE", "train_neg_sample_args": None},
 }
 
 PROTOCOL = {
