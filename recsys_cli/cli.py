@@ -510,10 +510,11 @@ def render_tune(result: Any) -> None:
     console.print(table)
     render_metrics(
         _read_json(Path(best["run_dir"]) / "metrics.json"),
-        title=f"best trial {best['trial']}, chosen on {metric} (test: reported only)",
+        title=f"best trial {best['trial']} (by {metric})",
     )
     if result.pinned:
         console.print(f"[bold]pinned by overrides (not searched):[/] {' '.join(result.pinned)}")
+    console.print(f"chosen on {metric} alone; its test metrics are reported, never searched on.")
     console.print(f"[bold]best overrides:[/] {' '.join(best['overrides'])}", highlight=False)
     console.print(f"[bold]reproduce:[/] {best['command']}", highlight=False)
     console.print(f"[bold]study:[/] {result.storage}  (the same command again adds trials)")
