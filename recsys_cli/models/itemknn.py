@@ -10,7 +10,8 @@ keeping each item's ``k_neighbors`` most similar items. The neighbour lists are 
 buffers (memory O(items * k), built a block of items at a time), so a checkpoint round-trips them.
 A user's score for item j is the sum of sim(i, j) over the distinct items i of its history that have
 j among their neighbours (Deshpande & Karypis' top-N rule); the history is what evaluation and
-predict give (the last ``max_len`` items), so ``data.max_len`` bounds how much of a user counts.
+predict give (the last ``max_len`` items), so ``data.max_len`` bounds how much of a user counts (on
+ML-100K validation the last 50 rank better than a user's whole history: recent tastes matter more).
 """
 
 from __future__ import annotations
