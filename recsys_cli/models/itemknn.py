@@ -16,6 +16,8 @@ ML-100K validation the last 50 rank better than a user's whole history: recent t
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from recsys_cli.data import batch as keys
@@ -44,7 +46,7 @@ def cosine_neighbours(
     n_users = int(users.max()) + 1 if len(users) else 1
     n_columns = n_items + 1
     matrix = torch.sparse_coo_tensor(
-        torch.stack([users, items]), torch.ones(len(users)), (n_users, n_columns)
+        torch.stack([users, items]), torch.ones(len(users)), (n_users, n_columns), check_invariants=False
     ).coalesce()
     norms = torch.bincount(items, minlength=n_columns).float().sqrt()
     neighbour_items = torch.zeros(n_columns, k, dtype=torch.long)
@@ -54,9 +56,14 @@ def cosine_neighbours(
         end = min(begin + block, n_columns)
         inside = (items >= begin) & (items < end)
         transposed = torch.sparse_coo_tensor(
-            torch.stack([items[inside] - begin, users[inside]]), torch.ones(int(inside.sum())), (end - begin, n_users)
+            torch.stack([items[inside] - begin, users[inside]]),
+            torch.ones(int(inside.sum())),
+            (end - begin, n_users),
+            check_invariants=False,
         )
-        overlap = torch.sparse.mm(transposed, matrix).to_dense()  # [block, n_items + 1] co-occurrence counts
+        with warnings.catch_warnings():  # torch's notice that sparse @ sparse goes through (beta) CSR
+            warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta")
+            overlap = torch.sparse.mm(transposed, matrix).to_dense()  # [block, n_items + 1] co-occurrence counts
         similarity = overlap / (norms[begin:end, None] * norms[None, :] + shrink).clamp(min=1e-12)
         rows = torch.arange(end - begin)
         similarity[rows, rows + begin] = 0.0  # an item is not its own neighbour
