@@ -39,8 +39,8 @@ class BERT4Rec(Recommender):
         num_layers: int = 2,
         num_heads: int = 2,
         inner_size: int = 256,
-        dropout: float = 0.2,
-        mask_prob: float = 0.2,
+        dropout: float = 0.1,
+        mask_prob: float = 0.4,
         **training: Any,
     ) -> None:
         """``training``: the optimiser settings every model shares (:class:`Recommender`: lr, weight_decay, ...)."""
