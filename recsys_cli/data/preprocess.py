@@ -85,12 +85,16 @@ class Processed:
         return int(self.meta["counts"]["users"])
 
 
-def fingerprint(source_fp: str, config: PreprocessConfig, item_vocab: list[str] | None) -> str:
+def fingerprint(
+    source_fp: str, config: PreprocessConfig, item_vocab: list[str] | None, user_vocab: list[str] | None = None
+) -> str:
     digest = hashlib.blake2b(digest_size=16)
     payload = {"source": source_fp, "config": config.fingerprint_fields(), "schema": SCHEMA_VERSION}
     digest.update(json.dumps(payload, sort_keys=True).encode())
     if item_vocab is not None:
         digest.update("\x1f".join(item_vocab).encode())
+    if user_vocab is not None:
+        digest.update(b"\x1e" + "\x1f".join(user_vocab).encode())
     return digest.hexdigest()
 
 
@@ -124,7 +128,7 @@ def _numeric_time(column: pd.Series) -> pd.Series:
 def kcore(users: np.ndarray, items: np.ndarray, min_user: int, min_item: int) -> np.ndarray:
     """Iterative k-core: boolean mask of rows kept once every user and item meets its minimum."""
     keep = np.ones(len(users), dtype=bool)
-    if min_user <= 1 and min_item <= 1:
+    if (min_user <= 1 and min_item <= 1) or len(users) == 0:
         return keep
     n_users, n_items = int(users.max()) + 1, int(items.max()) + 1
     while True:
@@ -170,9 +174,17 @@ def random_split(user_idx: np.ndarray, valid_ratio: float, test_ratio: float, se
 
 
 def preprocess(
-    data: SourceData, config: PreprocessConfig, item_vocab: list[str] | None = None
+    data: SourceData,
+    config: PreprocessConfig,
+    item_vocab: list[str] | None = None,
+    user_vocab: list[str] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, Any]]:
-    """Clean, filter, index and split. Returns (interactions, items, users, stats)."""
+    """Clean, filter, index and split. Returns (interactions, items, users, stats).
+
+    ``item_vocab``: index items by this vocabulary (a checkpoint's) and drop events on other items.
+    ``user_vocab``: users in it keep their index there (a checkpoint's), the others get indices after
+    it, so a model's per-user parameters are read for the right users and new users are recognisably new.
+    """
     frame = data.interactions
     for column in (USER, ITEM, TIME):
         if column not in frame.columns:
@@ -236,7 +248,14 @@ def preprocess(
         item_ids = np.asarray(item_vocab, dtype=object).astype(str)
         position = pd.Index(item_ids).get_indexer(item_uniques[item_codes[rows]])
         item_idx = position + 1
-    user_idx = user_idx + 1
+    user_index = np.arange(1, len(kept_users) + 1)
+    if user_vocab is not None:
+        position = pd.Index(np.asarray(user_vocab, dtype=object).astype(str)).get_indexer(
+            user_uniques[kept_users].astype(str)
+        )
+        new = position < 0
+        user_index = np.where(new, len(user_vocab) + np.cumsum(new), position + 1)
+    user_idx = user_index[user_idx]
     timestamps = time.to_numpy()[rows]
     order = np.lexsort((timestamps, user_idx))  # stable: ties keep their input order
     rows, user_idx, item_idx, timestamps = rows[order], user_idx[order], item_idx[order], timestamps[order]
@@ -256,9 +275,7 @@ def preprocess(
     interactions["split"] = split_labels(user_idx, timestamps, config)
 
     items = _item_table(item_ids, data.items)
-    users = pd.DataFrame(
-        {"user_idx": np.arange(1, len(kept_users) + 1, dtype=np.int32), USER: user_uniques[kept_users].astype(str)}
-    )
+    users = pd.DataFrame({"user_idx": user_index.astype(np.int32), USER: user_uniques[kept_users].astype(str)})
     if data.users is not None and USER in data.users.columns:
         side = data.users.assign(**{USER: data.users[USER].astype(str)}).drop_duplicates(USER)
         users = users.merge(side, on=USER, how="left")
@@ -324,19 +341,20 @@ def prepare(
     data_dir: str | os.PathLike,
     item_vocab: list[str] | None = None,
     force: bool = False,
+    user_vocab: list[str] | None = None,
 ) -> tuple[Processed, bool]:
     """Load the processed folder for this input and config, building it first if needed.
 
     Returns the processed data and whether an existing folder was reused.
     """
-    fp = fingerprint(source.fingerprint(), config, item_vocab)
+    fp = fingerprint(source.fingerprint(), config, item_vocab, user_vocab)
     folder = Path(data_dir) / "processed" / f"{name}-{fp[:12]}"
     if not force and (folder / "meta.json").exists():
         meta = json.loads((folder / "meta.json").read_text())
         if meta.get("fingerprint") == fp:
             return load_processed(folder), True
     raw = source.load()
-    interactions, items, users, stats = preprocess(raw, config, item_vocab)
+    interactions, items, users, stats = preprocess(raw, config, item_vocab, user_vocab)
     meta = {
         "name": name,
         "source": source.describe(),

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from omegaconf import OmegaConf
 
 from recsys_cli.checkpoint import KEY, build_module, load_checkpoint
@@ -62,14 +63,16 @@ def run(
     else:
         cfg = OmegaConf.create(meta["config"])
     model = build_module(checkpoint)
-    # Another dataset (or another version of it) is read through the checkpoint's item vocabulary, so
-    # item indices mean what the model learned; events on unknown items are dropped and counted.
+    # Another dataset (or another version of it) is read through the checkpoint's item and user
+    # vocabularies, so indices mean what the model learned: events on unknown items are dropped and
+    # counted; unknown users get indices past the checkpoint's (per-user models fold them in from history).
     same_data = (
         fingerprint(build_source(cfg.data).fingerprint(), preprocess_config(cfg.data), None)
         == meta["data"]["fingerprint"]
     )
     vocab = None if same_data else meta["data"]["item_ids"][1:]
-    processed = prepare_data(cfg, item_vocab=vocab).processed
+    user_vocab = None if same_data else meta["data"]["user_ids"][1:]
+    processed = prepare_data(cfg, item_vocab=vocab, user_vocab=user_vocab).processed
     datamodule = SequenceDataModule(
         processed,
         max_len=model.max_len,
@@ -105,7 +108,8 @@ def run(
     }
     output = Path(output) if output else run_dir_of(checkpoint_path) / "eval" / "metrics.json"
     # The evaluated data's own user ids: on the training data they are the checkpoint's user_ids.
-    user_ids = ["", *processed.users["user_id"].astype(str).tolist()]
+    user_ids = np.full(int(processed.users["user_idx"].max()) + 1, "", dtype=object)
+    user_ids[processed.users["user_idx"].to_numpy()] = processed.users["user_id"].astype(str).to_numpy()
     metrics["per_user"] = write_per_user(evaluator.per_user, user_ids, output.parent / "per_user")
     atomic_write_json(output, metrics)
     return EvalResult(metrics=metrics, output=output)

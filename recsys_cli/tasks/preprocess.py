@@ -39,10 +39,18 @@ def build_source(data_cfg: DictConfig) -> Any:
     return build(data_cfg.source, f"the data source of data={data_cfg.name}", "check the data.source keys.")
 
 
-def prepare_data(cfg: DictConfig, item_vocab: list[str] | None = None, force: bool = False) -> PreprocessResult:
+def prepare_data(
+    cfg: DictConfig, item_vocab: list[str] | None = None, force: bool = False, user_vocab: list[str] | None = None
+) -> PreprocessResult:
     source = build_source(cfg.data)
     processed, reused = prepare(
-        str(cfg.data.name), source, preprocess_config(cfg.data), cfg.paths.data_dir, item_vocab=item_vocab, force=force
+        str(cfg.data.name),
+        source,
+        preprocess_config(cfg.data),
+        cfg.paths.data_dir,
+        item_vocab=item_vocab,
+        force=force,
+        user_vocab=user_vocab,
     )
     return PreprocessResult(processed=processed, reused=reused)
 

@@ -118,6 +118,24 @@ def test_predict_for_a_known_user_and_an_unknown_user_with_a_history(trained, na
     assert torch.isfinite(scores[:, 1:]).all() and not torch.equal(scores[0, 1:], scores[1, 1:])
 
 
+def test_bpr_on_other_data_reads_each_user_through_the_checkpoint_vocabulary(trained, tmp_path):
+    """Dropping the first users shifts every later user's contiguous index; eval must still find each
+    user's own embedding, so the remaining users score exactly as they did in training."""
+    result = trained["bpr"]
+    events = pd.read_csv(result.run_dir.parent.parent / "events.csv")
+    subset = tmp_path / "subset.csv"
+    events[events["user_id"] >= 3].to_csv(subset, index=False)
+    overrides = [*DATA, *MODELS["bpr"], f"data.path={subset}", f"paths.data_dir={tmp_path / 'data'}"]
+    metrics = evaluate.run(
+        result.best_checkpoint, overrides=overrides, output=tmp_path / "eval" / "metrics.json"
+    ).metrics
+    assert metrics["same_data_as_training"] is False
+    before = pd.read_parquet(result.run_dir / "per_user" / "test.parquet").set_index("user_id")
+    after = pd.read_parquet(tmp_path / "eval" / "per_user" / "test.parquet").set_index("user_id")
+    assert len(after) == len(before) - 3 and set(after.index) < set(before.index)
+    np.testing.assert_allclose(after["ndcg@10"], before.loc[after.index, "ndcg@10"], atol=1e-6)
+
+
 # --- BPR -----------------------------------------------------------------------------------------
 
 
