@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,10 +95,15 @@ def run(
         num_nodes=1,
         strategy="auto",
     )
+    datamodule.setup("test")  # build the evaluation sets before the clock starts
+    start = time.perf_counter()
     trainer.validate(model, datamodule=datamodule, verbose=False)
+    valid_seconds = time.perf_counter() - start
     trainer.test(model, datamodule=datamodule, verbose=False)
+    test_seconds = time.perf_counter() - start - valid_seconds
     metrics = {
         "checkpoint": str(checkpoint_path),
+        "seconds": {"valid": round(valid_seconds, 4), "test": round(test_seconds, 4)},
         "model": str(cfg.model.name),
         "data": str(cfg.data.name),
         "same_data_as_training": same_data,
