@@ -81,3 +81,21 @@ class Recommender(pl.LightningModule):
             optimizer, mode=self.monitor_mode, factor=self.lr_decay, patience=self.lr_decay_patience
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor}}
+
+
+class DotProductRecommender(Recommender):
+    """A recommender that scores an item by the dot product of one query vector per row with its embedding.
+
+    Subclasses own ``item_embedding`` (``nn.Embedding(n_items + 1, H)``) and define ``query_vectors(batch)
+    -> [B, H]`` (a sequence model's last hidden state, a user embedding, ...); full ranking and candidate
+    scoring both come from here, so they always agree.
+    """
+
+    def query_vectors(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def score_all(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.query_vectors(batch) @ self.item_embedding.weight.T
+
+    def score(self, batch: dict[str, torch.Tensor], item_ids: torch.Tensor) -> torch.Tensor:
+        return (self.item_embedding(item_ids) * self.query_vectors(batch).unsqueeze(1)).sum(-1)

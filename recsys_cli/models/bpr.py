@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from recsys_cli.data import batch as keys
-from recsys_cli.models.base import Recommender
+from recsys_cli.models.base import DotProductRecommender
 from recsys_cli.models.components import sample_negatives
 
 
@@ -42,7 +42,7 @@ def positive_pairs(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.
     return torch.cat([users[rows], users[starts_user]]), torch.cat([next_items[has_target], first_items])
 
 
-class BPR(Recommender):
+class BPR(DotProductRecommender):
     def __init__(
         self,
         n_items: int,
@@ -87,7 +87,7 @@ class BPR(Recommender):
         """``[N, num_negatives]`` items drawn uniformly from 1..n_items, never the row's positive."""
         return sample_negatives(positives, self.n_items, self.num_negatives)
 
-    def user_vectors(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def query_vectors(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """``[B, H]``: the learned user embedding, or the mean of the history's item embeddings (fold-in)."""
         history = batch[keys.HISTORY]
         users = batch.get(keys.USERS)
@@ -98,9 +98,3 @@ class BPR(Recommender):
         known = (users > 0) & (users <= self.n_users)
         learned = self.user_embedding(users.clamp(max=self.n_users) * known)
         return torch.where(known.unsqueeze(-1), learned, folded)
-
-    def score_all(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.user_vectors(batch) @ self.item_embedding.weight.T
-
-    def score(self, batch: dict[str, torch.Tensor], item_ids: torch.Tensor) -> torch.Tensor:
-        return (self.item_embedding(item_ids) * self.user_vectors(batch).unsqueeze(1)).sum(-1)

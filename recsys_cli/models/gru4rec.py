@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from recsys_cli.data import batch as keys
-from recsys_cli.models.base import Recommender
+from recsys_cli.models.base import DotProductRecommender
 from recsys_cli.models.components import full_softmax_loss, init_weights, trim_padding
 
 
@@ -34,7 +34,7 @@ def right_align(history: torch.Tensor, *aligned: torch.Tensor) -> tuple[torch.Te
     return tuple(t.gather(1, columns) for t in (history, *aligned))
 
 
-class GRU4Rec(Recommender):
+class GRU4Rec(DotProductRecommender):
     def __init__(
         self,
         n_items: int,
@@ -72,14 +72,8 @@ class GRU4Rec(Recommender):
         has_target = next_items > 0
         return full_softmax_loss(self.encode(history)[has_target], next_items[has_target], self.item_embedding.weight)
 
-    def last_output(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def query_vectors(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """``[B, E]``: the output after each history's last item."""
         (history,) = right_align(*trim_padding(batch[keys.HISTORY]))
         last = ((history > 0).sum(1) - 1).clamp(min=0)
         return self.encode(history)[torch.arange(len(history), device=history.device), last]
-
-    def score_all(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.last_output(batch) @ self.item_embedding.weight.T
-
-    def score(self, batch: dict[str, torch.Tensor], item_ids: torch.Tensor) -> torch.Tensor:
-        return (self.item_embedding(item_ids) * self.last_output(batch).unsqueeze(1)).sum(-1)

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from recsys_cli.data import batch as keys
-from recsys_cli.models.base import Recommender
+from recsys_cli.models.base import DotProductRecommender
 from recsys_cli.models.components import (
     SampledSoftmax,
     attention_mask,
@@ -86,7 +86,7 @@ class HSTULayer(nn.Module):
         return x + self.out(self.dropout(self.attention_norm(attended) * u))
 
 
-class HSTU(Recommender):
+class HSTU(DotProductRecommender):
     def __init__(
         self,
         n_items: int,
@@ -155,12 +155,6 @@ class HSTU(Recommender):
             return self.sampled_softmax(hidden, targets, self.item_embedding.weight)
         return full_softmax_loss(hidden, targets, self.item_embedding.weight)
 
-    def last_output(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def query_vectors(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         history, times = self._inputs(batch)
         return self.encode(history, times, last_only=True)[:, -1]
-
-    def score_all(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.last_output(batch) @ self.item_embedding.weight.T
-
-    def score(self, batch: dict[str, torch.Tensor], item_ids: torch.Tensor) -> torch.Tensor:
-        return (self.item_embedding(item_ids) * self.last_output(batch).unsqueeze(1)).sum(-1)

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from recsys_cli.data import batch as keys
-from recsys_cli.models.base import Recommender
+from recsys_cli.models.base import DotProductRecommender
 from recsys_cli.models.components import (
     SampledSoftmax,
     TransformerBlock,
@@ -32,7 +32,7 @@ from recsys_cli.models.components import (
 LOSSES = ("ce", "bce", "sampled")
 
 
-class SASRec(Recommender):
+class SASRec(DotProductRecommender):
     def __init__(
         self,
         n_items: int,
@@ -97,10 +97,6 @@ class SASRec(Recommender):
             neg, torch.zeros_like(neg)
         )
 
-    def score_all(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        last = self.encode(trim_padding(batch[keys.HISTORY])[0], last_only=True)[:, -1]
-        return last @ self.item_embedding.weight.T
-
-    def score(self, batch: dict[str, torch.Tensor], item_ids: torch.Tensor) -> torch.Tensor:
-        last = self.encode(trim_padding(batch[keys.HISTORY])[0], last_only=True)[:, -1]
-        return (self.item_embedding(item_ids) * last.unsqueeze(1)).sum(-1)
+    def query_vectors(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``[B, H]``: the hidden state after each history's last item."""
+        return self.encode(trim_padding(batch[keys.HISTORY])[0], last_only=True)[:, -1]
