@@ -155,3 +155,46 @@ class SampledSoftmax(nn.Module):
         negative = negative.masked_fill(negatives.unsqueeze(0) == targets.unsqueeze(-1), -torch.inf)
         logits = torch.cat([positive, negative], dim=1)
         return F.cross_entropy(logits, torch.zeros_like(targets))
+
+
+NEXT_ITEM_LOSSES = ("ce", "bce", "sampled")
+
+
+class NextItemLoss(nn.Module):
+    """The training loss of a next-item model that scores by dot product with the item table.
+
+    ``ce``: full-softmax cross-entropy over every item; ``bce``: binary cross-entropy against one uniform
+    negative per target (SASRec's paper, Kang & McAuley 2018); ``sampled``: :class:`SampledSoftmax`.
+    ``allowed`` narrows the choice for a model; an unknown name is a user error naming ``model``.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        n_items: int,
+        num_negatives: int = 256,
+        sampling: str = "uniform",
+        model: str = "model",
+        allowed: tuple[str, ...] = NEXT_ITEM_LOSSES,
+    ) -> None:
+        super().__init__()
+        if kind not in allowed:
+            from recsys_cli.errors import RecsysError
+
+            raise RecsysError(f"unknown {model} loss '{kind}'; set model.loss to one of: {', '.join(allowed)}.")
+        self.kind = kind
+        self.n_items = n_items
+        self.sampled = SampledSoftmax(n_items, num_negatives, sampling) if kind == "sampled" else None
+
+    def forward(self, hidden: torch.Tensor, targets: torch.Tensor, item_weight: torch.Tensor) -> torch.Tensor:
+        """Mean loss of ``targets [N]`` predicted from ``hidden [N, H]`` against ``item_weight [n + 1, H]``."""
+        if self.kind == "ce":
+            return full_softmax_loss(hidden, targets, item_weight)
+        if self.sampled is not None:
+            return self.sampled(hidden, targets, item_weight)
+        negatives = sample_negatives(targets, self.n_items).squeeze(-1)
+        positive = (hidden * item_weight[targets]).sum(-1)
+        negative = (hidden * item_weight[negatives]).sum(-1)
+        return F.binary_cross_entropy_with_logits(
+            positive, torch.ones_like(positive)
+        ) + F.binary_cross_entropy_with_logits(negative, torch.zeros_like(negative))

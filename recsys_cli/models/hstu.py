@@ -30,9 +30,8 @@ from torch import nn
 from recsys_cli.data import batch as keys
 from recsys_cli.models.base import DotProductRecommender
 from recsys_cli.models.components import (
-    SampledSoftmax,
+    NextItemLoss,
     attention_mask,
-    full_softmax_loss,
     init_weights,
     trim_padding,
 )
@@ -103,13 +102,9 @@ class HSTU(DotProductRecommender):
     ) -> None:
         """``training``: the optimiser settings every model shares (:class:`Recommender`: lr, weight_decay, ...)."""
         super().__init__(n_items=n_items, max_len=max_len, **training)
-        if loss not in LOSSES:
-            from recsys_cli.errors import RecsysError
-
-            raise RecsysError(f"unknown HSTU loss '{loss}'; set model.loss to one of: {', '.join(LOSSES)}.")
         self.save_hyperparameters()
         self.num_time_buckets = num_time_buckets
-        self.sampled_softmax = SampledSoftmax(n_items, num_negatives, sampling) if loss == "sampled" else None
+        self.next_item_loss = NextItemLoss(loss, n_items, num_negatives, sampling, model="HSTU", allowed=LOSSES)
         self.item_embedding = nn.Embedding(n_items + 1, hidden_size, padding_idx=0)
         self.position_embedding = nn.Embedding(max_len, hidden_size)
         self.embedding_scale = math.sqrt(hidden_size)  # the authors' input scaling
@@ -151,9 +146,7 @@ class HSTU(DotProductRecommender):
         has_target = next_items > 0
         hidden = self.encode(history, times)[has_target]
         targets = next_items[has_target]
-        if self.sampled_softmax is not None:
-            return self.sampled_softmax(hidden, targets, self.item_embedding.weight)
-        return full_softmax_loss(hidden, targets, self.item_embedding.weight)
+        return self.next_item_loss(hidden, targets, self.item_embedding.weight)
 
     def query_vectors(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         history, times = self._inputs(batch)

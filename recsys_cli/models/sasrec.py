@@ -14,22 +14,17 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from recsys_cli.data import batch as keys
 from recsys_cli.models.base import DotProductRecommender
 from recsys_cli.models.components import (
-    SampledSoftmax,
+    NextItemLoss,
     TransformerBlock,
     attention_mask,
-    full_softmax_loss,
     init_weights,
-    sample_negatives,
     trim_padding,
 )
-
-LOSSES = ("ce", "bce", "sampled")
 
 
 class SASRec(DotProductRecommender):
@@ -49,13 +44,8 @@ class SASRec(DotProductRecommender):
     ) -> None:
         """``training``: the optimiser settings every model shares (:class:`Recommender`: lr, weight_decay, ...)."""
         super().__init__(n_items=n_items, max_len=max_len, **training)
-        if loss not in LOSSES:
-            from recsys_cli.errors import RecsysError
-
-            raise RecsysError(f"unknown SASRec loss '{loss}'; set model.loss to one of: {', '.join(LOSSES)}.")
         self.save_hyperparameters()
-        self.loss_kind = loss
-        self.sampled_softmax = SampledSoftmax(n_items, num_negatives, sampling) if loss == "sampled" else None
+        self.next_item_loss = NextItemLoss(loss, n_items, num_negatives, sampling, model="SASRec")
         self.item_embedding = nn.Embedding(n_items + 1, hidden_size, padding_idx=0)
         self.position_embedding = nn.Embedding(max_len, hidden_size)
         self.dropout = nn.Dropout(dropout)
@@ -86,16 +76,7 @@ class SASRec(DotProductRecommender):
         has_target = next_items > 0
         hidden = self.encode(history)[has_target]  # only positions with a next item cost anything
         targets = next_items[has_target]
-        if self.loss_kind == "ce":
-            return full_softmax_loss(hidden, targets, self.item_embedding.weight)
-        if self.loss_kind == "sampled":
-            return self.sampled_softmax(hidden, targets, self.item_embedding.weight)
-        negatives = sample_negatives(targets, self.n_items).squeeze(-1)
-        pos = (hidden * self.item_embedding(targets)).sum(-1)
-        neg = (hidden * self.item_embedding(negatives)).sum(-1)
-        return F.binary_cross_entropy_with_logits(pos, torch.ones_like(pos)) + F.binary_cross_entropy_with_logits(
-            neg, torch.zeros_like(neg)
-        )
+        return self.next_item_loss(hidden, targets, self.item_embedding.weight)
 
     def query_vectors(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """``[B, H]``: the hidden state after each history's last item."""
