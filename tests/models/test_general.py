@@ -150,7 +150,8 @@ def test_bpr_pairs_cover_every_training_interaction_exactly_once(tmp_path):
         datamodule.setup()
         seen: Counter = Counter()
         for batch in datamodule.train_dataloader():
-            users, items = positive_pairs(batch)
+            rows, items = positive_pairs(batch)
+            users = batch[keys.USERS][rows]
             seen.update(zip(users.tolist(), items.tolist()))
         # A user whose first window is exactly full has no padding that marks its first event.
         counts = inter.groupby("user_idx").size()
@@ -159,6 +160,31 @@ def test_bpr_pairs_cover_every_training_interaction_exactly_once(tmp_path):
         assert seen - expected == Counter(), stride  # nothing counted twice or invented
         assert all(user in full_first for user, _ in missing), stride
         assert sum(missing.values()) == len(full_first), stride
+
+
+@pytest.mark.parametrize("reg_weight", [0.0, 0.01])
+def test_bpr_dense_scores_give_the_loss_and_gradients_of_gathered_pairs(monkeypatch, reg_weight):
+    import recsys_cli.models.bpr as bpr
+
+    torch.manual_seed(0)
+    model = BPR(n_items=9, max_len=4, n_users=5, embedding_size=3, num_negatives=2, reg_weight=reg_weight)
+    batch = {
+        keys.HISTORY: torch.tensor([[0, 0, 3, 4], [1, 2, 5, 6], [0, 7, 8, 9]]),
+        keys.NEXT_ITEMS: torch.tensor([[0, 0, 4, 2], [2, 5, 6, 1], [0, 8, 9, 0]]),
+        keys.USERS: torch.tensor([1, 2, 5]),
+    }
+    results = []
+    for limit in (bpr.DENSE_SCORES_MAX, 0):  # dense scores, then gathered embeddings
+        monkeypatch.setattr(bpr, "DENSE_SCORES_MAX", limit)
+        model.zero_grad()
+        torch.manual_seed(1)  # the same negatives on both paths
+        loss = model.loss(batch)
+        loss.backward()
+        gradients = model.user_embedding.weight.grad.clone(), model.item_embedding.weight.grad.clone()
+        results.append((loss.detach(), *gradients))
+    for dense, gathered in zip(*results):
+        torch.testing.assert_close(dense, gathered)
+    assert results[0][2][0].abs().sum() == 0  # the padding item never gets a gradient
 
 
 def test_bpr_negatives_never_equal_the_positive_and_cover_the_catalogue():
