@@ -28,6 +28,7 @@ class Pop(Recommender):
         return torch.zeros((), device=self.device)
 
     def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
         self.item_counts.copy_(self.trainer.strategy.reduce(self.item_counts, reduce_op="sum"))
         self.item_counts[0] = 0
         self.trainer.should_stop = True  # one pass counts everything; more epochs would count it again
