@@ -24,7 +24,7 @@ def test_every_tune_option_is_a_valid_space_for_its_model(name):
     model = name if name in group_options("model") else "sasrec"  # default.yaml: the generic space
     cfg = compose_config([f"tune={name}", f"model={model}"])
     space = task.search_space(to_container(cfg.tune.params))
-    assert "model.lr" in {p.key for p in space}
+    assert space and ("model.lr" in {p.key for p in space}) == (name != "itemknn")  # ItemKNN has no lr
     task._check_space(cfg, space)  # every searched key exists in the model's config
     assert (cfg.tune.metric, cfg.tune.direction) == ("val/ndcg@10", "max")  # what picks checkpoints
     text = compose_config([f"tune={name}", "model=bert_intent"])
@@ -100,6 +100,25 @@ def test_best_trial_is_chosen_on_validation_and_failed_trials_are_skipped(monkey
     saved = json.loads((tmp_path / "runs" / "tune" / "fake" / "best.json").read_text())
     assert saved["trial"] == best["trial"] and saved["command"].startswith("recsys train ")
     assert str(best["model.lr"]) in (tmp_path / "runs" / "tune" / "fake" / "best.yaml").read_text()
+
+
+def test_a_configuration_drawn_again_is_not_trained_again(monkeypatch, workdir):
+    calls = []
+    monkeypatch.setattr(train, "run", fake_training(calls))
+    lr = ["~tune.params.model.lr", "+tune.params.model.lr={type:categorical,choices:[0.001,0.003]}"]
+    space = [*lr, "model.dropout=0.1", "model.hidden_size=16", "data.max_len=20"]  # lr alone is searched
+    result = task.run([*workdir, "tune.sampler.kind=random", *space], n_trials=6, name="repeats")
+    assert sorted({call[-1] for call in calls}) == ["model.lr=0.001", "model.lr=0.003"] and len(calls) == 2
+    first = {row["model.lr"]: row for row in result.trials if row["repeat_of"] is None}
+    assert len(result.trials) == 6 and len(first) == 2
+    for row in result.trials:  # a repeat carries the metrics and folder of the trial that trained
+        origin = first[row["model.lr"]]
+        assert (row["val/ndcg@10"], row["test/ndcg@10"], row["run_dir"]) == (
+            origin["val/ndcg@10"],
+            origin["test/ndcg@10"],
+            origin["run_dir"],
+        )
+        assert row["repeat_of"] in (None, origin["trial"])
 
 
 def test_a_resumed_study_must_keep_its_goal_and_overrides(monkeypatch, workdir):

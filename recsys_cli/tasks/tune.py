@@ -161,8 +161,16 @@ def run(
         values = {param.key: param.suggest(trial) for param in space}
         drawn = [f"{key}={override_value(value)}" for key, value in values.items()]
         job = [*overrides, *drawn]
-        run_dir = root / f"trial_{trial.number:03d}"
         trial.set_user_attr("overrides", drawn)
+        earlier = _same_trial(trial.study, values)
+        if earlier is not None:
+            # The study's seed and base config are fixed, so the same values would train the same model:
+            # record the earlier trial's result instead (a categorical space is often drawn again).
+            for key in ("run_dir", "valid", "test", "fit_seconds"):
+                trial.set_user_attr(key, earlier.user_attrs.get(key))
+            trial.set_user_attr("repeat_of", earlier.number)
+            return float(earlier.value)
+        run_dir = root / f"trial_{trial.number:03d}"
         trial.set_user_attr("run_dir", str(run_dir))
         try:
             result = train.run(compose_config(job), run_dir=run_dir, overrides=job)
@@ -203,6 +211,16 @@ def run(
     )
     result.outputs = _write_outputs(result)
     return result
+
+
+def _same_trial(study: Any, values: dict[str, Any]) -> Any:
+    """A completed trial of ``study`` that drew exactly ``values`` (and trained), or None."""
+    import optuna
+
+    for earlier in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        if earlier.params == values and "repeat_of" not in earlier.user_attrs:
+            return earlier
+    return None
 
 
 def _check_space(cfg: Any, space: list[Param]) -> None:
@@ -276,6 +294,7 @@ def trial_row(trial: Any, metric: str) -> dict[str, Any]:
         test_metric: trial.user_attrs.get("test", {}).get(test_metric),
         "fit_seconds": trial.user_attrs.get("fit_seconds"),
         "run_dir": trial.user_attrs.get("run_dir"),
+        "repeat_of": trial.user_attrs.get("repeat_of"),
         "error": trial.user_attrs.get("error"),
     }
 
