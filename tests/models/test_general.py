@@ -21,6 +21,7 @@ from recsys_cli.data import batch as keys
 from recsys_cli.data.datamodule import SequenceDataModule
 from recsys_cli.data.features import item_feature_tokens
 from recsys_cli.data.preprocess import TRAIN
+from recsys_cli.errors import RecsysError
 from recsys_cli.models.bpr import BPR, positive_pairs
 from recsys_cli.models.itemknn import ItemKNN, cosine_neighbours
 from recsys_cli.models.twotower import TwoTower, in_batch_logits
@@ -243,6 +244,55 @@ def test_itemknn_scores_sum_the_neighbours_of_distinct_history_items():
     assert torch.allclose(similarity, torch.zeros(5, 5).scatter_add_(1, expected_items, expected_weights))
     scores = model.score_all({keys.HISTORY: torch.tensor([[1, 4, 1, 0]])})  # item 1 twice counts once
     assert torch.allclose(scores[0], similarity[1] + similarity[4])
+
+
+def test_itemknn_neighbours_rule_picks_the_side_the_k_neighbours_are_taken_on():
+    # u1: 1 2 3, u2: 1 2, u3: 2 4 (shrink 0): sim(1,2)=2/sqrt6, sim(1,3)=1/sqrt2, sim(2,3)=sim(2,4)=1/sqrt3.
+    # With k=1 each item keeps one neighbour: 1 -> 2, 2 -> 1, 3 -> 1, 4 -> 2.
+    batch = {keys.USERS: torch.tensor([1, 2, 3]), keys.HISTORY: torch.tensor([[0, 1, 2], [0, 0, 1], [0, 0, 2]]),
+             keys.NEXT_ITEMS: torch.tensor([[0, 2, 3], [0, 0, 2], [0, 0, 4]])}  # fmt: skip
+    history = {keys.HISTORY: torch.tensor([[0, 1], [3, 4]])}
+    scores = {}
+    for rule in ("target", "history"):
+        model = ItemKNN(n_items=4, max_len=4, k_neighbors=1, shrink=0.0, neighbours=rule)
+        model.loss(batch)
+        model.fit_neighbours()
+        scores[rule] = model.score_all(history)
+    s12, s13, s23 = 2 / np.sqrt(6), 1 / np.sqrt(2), 1 / np.sqrt(3)
+    # target: j is scored from its own neighbour, if the user has it (1 is the neighbour of 2 and 3)
+    torch.testing.assert_close(scores["target"], torch.tensor([[0, 0, s12, s13, 0], [0, 0, 0, 0, 0]]).float())
+    # history: each history item votes for its own neighbour (1 -> 2; 3 -> 1, 4 -> 2)
+    torch.testing.assert_close(scores["history"], torch.tensor([[0, 0, s12, 0, 0], [0, s13, s23, 0, 0]]).float())
+    with pytest.raises(RecsysError, match=r"unknown model\.neighbours='both'"):
+        ItemKNN(n_items=4, max_len=4, neighbours="both")
+
+
+def test_itemknn_history_len_keeps_only_the_most_recent_items():
+    batch = {keys.USERS: torch.tensor([1, 2, 3]), keys.HISTORY: torch.tensor([[0, 1, 2], [0, 0, 1], [0, 0, 2]]),
+             keys.NEXT_ITEMS: torch.tensor([[0, 2, 3], [0, 0, 2], [0, 0, 4]])}  # fmt: skip
+    models = {}
+    for length in (None, 1):
+        models[length] = ItemKNN(n_items=4, max_len=4, k_neighbors=3, shrink=0.0, history_len=length)
+        models[length].loss(batch)
+        models[length].fit_neighbours()
+    recent = models[1].score_all({keys.HISTORY: torch.tensor([[0, 3, 1, 2]])})  # left-padded: 2 is the latest
+    torch.testing.assert_close(recent, models[None].score_all({keys.HISTORY: torch.tensor([[0, 0, 0, 2]])}))
+    assert not torch.allclose(recent, models[None].score_all({keys.HISTORY: torch.tensor([[0, 3, 1, 2]])}))
+    with pytest.raises(RecsysError, match="history_len=0 must be at least 1"):
+        ItemKNN(n_items=4, max_len=4, history_len=0)
+
+
+def test_itemknn_target_scores_follow_loaded_weights():
+    fitted = ItemKNN(n_items=4, max_len=4, k_neighbors=2, shrink=0.0)
+    fitted.loss({keys.USERS: torch.tensor([1]), keys.HISTORY: torch.tensor([[0, 1, 2]]),
+                 keys.NEXT_ITEMS: torch.tensor([[0, 2, 3]])})  # fmt: skip
+    fitted.fit_neighbours()
+    history = {keys.HISTORY: torch.tensor([[0, 1]])}
+    model = ItemKNN(n_items=4, max_len=4, k_neighbors=2, shrink=0.0)
+    assert model.score_all(history).abs().sum() == 0  # nothing fitted: the cached matrix is empty
+    model.load_state_dict(fitted.state_dict())
+    torch.testing.assert_close(model.score_all(history), fitted.score_all(history))
+    assert model.score_all(history).abs().sum() > 0
 
 
 # --- two-tower -----------------------------------------------------------------------------------
