@@ -121,6 +121,26 @@ def test_a_configuration_drawn_again_is_not_trained_again(monkeypatch, workdir):
         assert row["repeat_of"] in (None, origin["trial"])
 
 
+def test_a_new_study_starts_from_the_configs_own_values(monkeypatch, workdir):
+    monkeypatch.setattr(train, "run", fake_training([]))
+    base = [*workdir, "tune.sampler.kind=random", "model.lr=0.002", "model.dropout=0.1", "model.hidden_size=48"]
+    space = ["~tune.params.model.lr", "~tune.params.model.dropout", "~tune.params.model.hidden_size"]
+    space += [
+        "+tune.params.model.weight_decay={type:float,low:0.0,high:1.0}",
+        "tune.params.data.max_len.choices=[20,40]",
+    ]
+    cfg = compose_config(base + space)
+    searched = task.search_space(to_container(cfg.tune.params))
+    assert task.config_values(cfg, searched) == {"model.weight_decay": 0.0}  # max_len 50 is not a choice: drawn
+    result = task.run(base + space, n_trials=3, name="baseline")
+    assert result.trials[0]["model.weight_decay"] == 0.0 and result.trials[0]["data.max_len"] in (20, 40)
+    assert all(row["model.weight_decay"] != 0.0 for row in result.trials[1:])
+    again = task.run([*base, *space], n_trials=1, name="baseline")  # a resumed study is not seeded again
+    assert again.trials[3]["model.weight_decay"] != 0.0
+    off = task.run([*base, *space, "tune.start_from_config=false"], n_trials=1, name="drawn")
+    assert off.trials[0]["model.weight_decay"] != 0.0
+
+
 def test_a_resumed_study_must_keep_its_goal_and_overrides(monkeypatch, workdir):
     monkeypatch.setattr(train, "run", fake_training([]))
     pinned = ["model.dropout=0.1", "tune.sampler.kind=random"]

@@ -156,6 +156,10 @@ def run(
     trained = sorted(o for o in overrides if not override_key(o).startswith("tune"))
     _check_resume(study, name, metric, direction, trained)
     study.sampler = _sampler(settings.sampler, offset=len(study.trials))
+    if settings.get("start_from_config", False) and not study.trials:
+        baseline = config_values(cfg, space)
+        if baseline:
+            study.enqueue_trial(baseline)
 
     def objective(trial: Any) -> float:
         values = {param.key: param.suggest(trial) for param in space}
@@ -211,6 +215,23 @@ def run(
     )
     result.outputs = _write_outputs(result)
     return result
+
+
+def config_values(cfg: Any, space: list[Param]) -> dict[str, Any]:
+    """The config's own values of the searched keys that lie inside their ranges (a baseline trial)."""
+    from omegaconf import OmegaConf
+
+    values = {}
+    for param in space:
+        value = OmegaConf.select(cfg, param.key, default=None, throw_on_missing=False)
+        if param.type == "categorical":
+            inside = value in param.choices
+        else:
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            inside = number and param.low <= value <= param.high and (param.type == "float" or value == int(value))
+        if inside:
+            values[param.key] = value
+    return values
 
 
 def _same_trial(study: Any, values: dict[str, Any]) -> Any:
