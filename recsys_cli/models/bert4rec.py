@@ -7,6 +7,11 @@ item of the user can be masked. Ranking appends [MASK] after the history and rea
 the model fills in "the item after the last one". [MASK] is an input token only: ``score_all`` returns
 the ``n_items + 1`` columns of padding and real items, never [MASK].
 
+With ``next_item_ratio`` a share of the windows train the ranking task itself instead (RecBole's
+``ft_ratio``): the window is cut after a random position, and only the item there is masked, so it is
+predicted from the items before it alone, as at ranking. A cut at every position is RecBole's prefix
+augmentation in expectation, without its one training sample per prefix.
+
 Positions are learned and count from the oldest item (as in :mod:`recsys_cli.models.sasrec`), so a
 window in training and a history + [MASK] at ranking place their items alike, and left padding or
 trimming it changes nothing.
@@ -41,6 +46,7 @@ class BERT4Rec(Recommender):
         inner_size: int = 256,
         dropout: float = 0.1,
         mask_prob: float = 0.4,
+        next_item_ratio: float = 0.0,
         **training: Any,
     ) -> None:
         """``training``: the optimiser settings every model shares (:class:`Recommender`: lr, weight_decay, ...)."""
@@ -49,7 +55,12 @@ class BERT4Rec(Recommender):
             from recsys_cli.errors import RecsysError
 
             raise RecsysError(f"model.mask_prob={mask_prob} must be between 0 and 1 (exclusive); e.g. 0.2.")
+        if not 0.0 <= next_item_ratio <= 1.0:
+            from recsys_cli.errors import RecsysError
+
+            raise RecsysError(f"model.next_item_ratio={next_item_ratio} must be between 0 and 1; e.g. 0.5.")
         self.save_hyperparameters()
+        self.next_item_ratio = next_item_ratio
         self.mask_id = n_items + 1
         self.mask_prob = mask_prob
         self.item_embedding = nn.Embedding(n_items + 2, hidden_size, padding_idx=0)
@@ -89,10 +100,25 @@ class BERT4Rec(Recommender):
         masked[:, -1] |= none & real[:, -1]
         return masked
 
+    def cut_for_next_item(self, sequence: torch.Tensor, masked: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Turn a ``next_item_ratio`` share of windows into next-item samples: a random real position with
+        at least one item before it is the only one masked, and the items after it become padding."""
+        real = sequence > 0
+        count = real.sum(1)
+        chosen = (torch.rand(len(sequence), device=sequence.device) < self.next_item_ratio) & (count >= 2)
+        first = sequence.shape[1] - count  # left-padded: the real items fill the last `count` columns
+        cut = first + 1 + (torch.rand(len(sequence), device=sequence.device) * (count - 1)).long().clamp(min=0)
+        columns = torch.arange(sequence.shape[1], device=sequence.device)
+        sequence = torch.where(chosen[:, None] & (columns > cut[:, None]), 0, sequence)
+        masked = torch.where(chosen[:, None], columns == cut[:, None], masked)
+        return sequence, masked
+
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         history, next_items = trim_padding(batch[keys.HISTORY], batch[keys.NEXT_ITEMS])
         sequence = torch.cat([history, next_items[:, -1:]], dim=1)  # the window: history + its last item
         masked = self.mask_items(sequence)
+        if self.next_item_ratio:
+            sequence, masked = self.cut_for_next_item(sequence, masked)
         hidden = self.encode(sequence.masked_fill(masked, self.mask_id))[masked]
         logits = self.item_logits(hidden)
         logits[:, 0] = -torch.inf

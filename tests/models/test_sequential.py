@@ -112,6 +112,31 @@ def test_bert4rec_masks_only_real_items_and_never_ranks_mask():
     assert scores.shape == (2, model.n_items + 1)  # column n_items + 1 ([MASK]) does not exist
 
 
+def test_bert4rec_next_item_windows_mask_one_item_and_drop_what_follows():
+    torch.manual_seed(0)
+    model = tiny_model("bert4rec", mask_prob=0.5, next_item_ratio=0.5)
+    sequence = torch.tensor([[0, 0, 0, 3, 4, 5, 6, 7, 8]] * 400 + [[0, 0, 0, 0, 0, 0, 0, 0, 9]] * 100)
+    everything = sequence > 0  # every real item masked: a next-item sample is a row with exactly one
+    cut, masked = model.cut_for_next_item(sequence, everything)
+    changed = masked.sum(1) == 1
+    samples = cut[:400][changed[:400]]
+    assert 0.35 < changed[:400].float().mean() < 0.65  # about half the windows become next-item samples
+    assert torch.equal(masked[:400][~changed[:400]], everything[:400][~changed[:400]])  # the rest as they were
+    position = masked[:400][changed[:400]].int().argmax(1)
+    assert (position >= 4).all()  # at least one real item before the masked one
+    columns = torch.arange(9)
+    assert (samples[columns > position[:, None]] == 0).all()  # what follows it is gone
+    kept = columns[None, :] <= position[:, None]
+    assert torch.equal(samples[kept], sequence[:400][changed[:400]][kept])  # what precedes it is untouched
+    assert set(position.tolist()) == {4, 5, 6, 7, 8}  # every position can be the cut
+    assert torch.equal(cut[400:], sequence[400:]) and torch.equal(masked[400:], everything[400:])  # nothing before it
+    model.train()
+    loss = model.loss({keys.HISTORY: sequence[:8, :-1], keys.NEXT_ITEMS: sequence[:8, 1:]})
+    assert torch.isfinite(loss)
+    with pytest.raises(Exception, match=r"next_item_ratio=1\.5 must be between 0 and 1"):
+        tiny_model("bert4rec", next_item_ratio=1.5)
+
+
 def test_sampled_softmax_never_counts_the_positive_as_a_negative():
     # Three items and 64 shared negatives: each row's positive is drawn many times. If any of those
     # draws counted against it, a row whose positive logit towers over the others would still cost
@@ -182,7 +207,7 @@ SIGNAL_RUNS = {  # small models with a high learning rate: a few seconds each on
     "gru4rec": ["model.embedding_size=32", "model.hidden_size=32", "model.dropout=0.1", "trainer.max_epochs=15"],
     "bert4rec": [
         *("model.hidden_size=32", "model.inner_size=64", "model.num_heads=1", "model.num_layers=1"),
-        *("model.mask_prob=0.4", "trainer.max_epochs=30"),
+        *("model.mask_prob=0.4", "model.next_item_ratio=0.0", "trainer.max_epochs=30"),  # masked training alone
     ],
     "hstu": ["model.hidden_size=16", "model.num_layers=1", "trainer.max_epochs=6"],
 }
