@@ -140,6 +140,15 @@ def test_mixed_protocols_are_refused_unless_allowed(planted):
     assert result.exit_code == 0, result.output
 
 
+def test_runs_that_read_different_history_lengths_share_a_protocol(planted):
+    root, pop, _ = planted
+    make_run(root, "sasrec_short", "sasrec", 3, pop[1], overrides=["data.max_len=20"],
+             protocol=PROTOCOL.replace("max length 50", "max length 20"))  # fmt: skip
+    result = runner.invoke(app, ["compare", str(root)])
+    assert result.exit_code == 0, result.output
+    assert "sasrec data.max_len=20" in result.output
+
+
 def test_missing_per_user_files_leave_the_table_and_say_why(tmp_path):
     make_run(tmp_path, "pop", "pop", 1, np.full(len(USERS), 0.2))
     make_run(tmp_path, "sasrec", "sasrec", 1, np.full(len(USERS), 0.3), per_user=False)

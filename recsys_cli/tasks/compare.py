@@ -17,6 +17,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,10 @@ class Run:
 
     @property
     def protocol(self) -> str | None:
-        return (self.metrics.get("protocol") or {}).get("description")
+        """The evaluation protocol, less the history length: that is a model input (a model tuned to read
+        its last 20 items ranks the same targets among the same items as one reading 50)."""
+        description = (self.metrics.get("protocol") or {}).get("description")
+        return re.sub(r", max length \d+", "", description) if description else description
 
     def per_user_file(self, split: str) -> Path:
         """``per_user/<split>.parquet``: where ``metrics.json`` says, else in the run folder (which may have moved)."""
