@@ -46,6 +46,14 @@ def test_every_model_option_builds(name, tiny_encoder):
     assert cfg.train.monitor == "val/ndcg@10"
 
 
+@pytest.mark.parametrize("data", ["synthetic", "ml100k", "seqtxt"])
+def test_a_model_recipe_sets_the_history_length_and_an_override_wins(data):
+    extra = ["data.path=x"] if data == "seqtxt" else []
+    assert compose_config(["model=gru4rec", f"data={data}", *extra]).data.max_len == 20  # gru4rec's recipe
+    assert compose_config(["model=gru4rec", f"data={data}", "data.max_len=7", *extra]).data.max_len == 7
+    assert compose_config(["model=sasrec", f"data={data}", *extra]).data.max_len == 50  # the data's own
+
+
 @pytest.mark.parametrize("name", group_options("trainer"))
 def test_every_trainer_option_has_valid_trainer_arguments(name):
     cfg = compose_config([f"trainer={name}"])
