@@ -165,26 +165,24 @@ class ItemKNN(Recommender):
         if self.neighbours == "target":
             indicator = scores.scatter(1, history, 1.0)
             indicator[:, 0] = 0.0
-            return indicator @ self.target_scores()
+            return (self.target_scores() @ indicator.T).T.contiguous()
         neighbours = self.neighbour_items[history].flatten(1)
         return scores.scatter_add_(1, neighbours, self.neighbour_weights[history].flatten(1))
 
     def target_scores(self) -> torch.Tensor:
-        """Sparse ``W [n_items + 1, n_items + 1]``, ``W[i, j] = sim(i, j)`` for i among j's neighbours (CSR)."""
+        """Sparse CSR ``[n_items + 1, n_items + 1]``: row j holds sim(i, j) at the columns i of j's neighbours.
+
+        It is the neighbour lists themselves (k entries a row, sorted by column), so building it needs no
+        coalescing; ``W^T @ indicator^T`` is ~4x faster on CPU than ``indicator @ W``.
+        """
         if self._target_scores is None:
-            n_columns = self.n_items + 1
-            targets = torch.arange(n_columns, device=self.neighbour_items.device).repeat_interleave(self.k)
+            order = self.neighbour_items.argsort(1)
+            columns, values = self.neighbour_items.gather(1, order), self.neighbour_weights.gather(1, order)
+            rows = torch.arange(0, columns.numel() + 1, self.k, device=columns.device)
             with warnings.catch_warnings():  # torch's notice that CSR tensors are in beta
                 warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta")
-                self._target_scores = (
-                    torch.sparse_coo_tensor(
-                        torch.stack([self.neighbour_items.flatten(), targets]),
-                        self.neighbour_weights.flatten(),
-                        (n_columns, n_columns),
-                        check_invariants=False,
-                    )
-                    .coalesce()
-                    .to_sparse_csr()
+                self._target_scores = torch.sparse_csr_tensor(
+                    rows, columns.flatten(), values.flatten(), (self.n_items + 1,) * 2, check_invariants=False
                 )
         return self._target_scores
 
