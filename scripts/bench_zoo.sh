@@ -7,6 +7,7 @@
 # fit time, seconds per epoch, peak memory, time to evaluate all test users) and writes
 # runs/bench_zoo/summary.json and summary.md.
 #   MODELS="pop bpr sasrec" SEEDS="1 2 3" JOBS=2 bash scripts/bench_zoo.sh [hydra overrides for every run]
+#   SUMMARY_ONLY=1 bash scripts/bench_zoo.sh     # the table of the runs already there (e.g. after re-running some)
 # JOBS runs side by side, each with cores/JOBS torch threads. Needs ../shared/data/ml-100k.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,11 +36,14 @@ one_run() {
 }
 export -f one_run
 
-for model in $MODELS; do for seed in $SEEDS; do echo "$model $seed"; done; done \
-  | xargs -P "$JOBS" -L 1 bash -c 'one_run "$0" "$1"'
+if [ "${SUMMARY_ONLY:-0}" != 1 ]; then  # SUMMARY_ONLY=1: tabulate the runs already in $OUT, train nothing
+  for model in $MODELS; do for seed in $SEEDS; do echo "$model $seed"; done; done \
+    | xargs -P "$JOBS" -L 1 bash -c 'one_run "$0" "$1"'
+fi
 
 python - "$OUT" "$MODELS" "$SEEDS" "$THREADS" <<'PY'
 import json
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -79,7 +83,9 @@ for model in models:
     row["s/epoch"] = f"{statistics.mean(r['train']['seconds_per_epoch'] for r in runs):.2f}"
     row["peak MB"] = round(max(r["train"]["peak_memory_mb"] for r in runs))
     row["eval all test users s"] = f"{statistics.mean(r['masked']['seconds']['test'] for r in runs):.3f}"
-    row["protocol"] = runs[0]["masked"]["protocol"]["description"].replace("history masked, ", "")
+    row["max len"] = runs[0]["masked"]["protocol"]["max_len"]  # a model input (a recipe may set it), not the protocol
+    description = runs[0]["masked"]["protocol"]["description"].replace("history masked, ", "")
+    row["protocol"] = re.sub(r", max length \d+", "", description)
     rows.append(row)
 
 (out / "summary.json").write_text(json.dumps(rows, indent=2) + "\n")
