@@ -11,7 +11,9 @@
 # JOBS runs side by side, each with cores/JOBS torch threads. Needs ../shared/data/ml-100k.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RECSYS=${RECSYS:-recsys}
+if [ -z "${RECSYS:-}" ]; then  # the project's venv (make test / make demo create it), else recsys on PATH
+  if [ -x .venv/bin/recsys ]; then RECSYS=$PWD/.venv/bin/recsys; else RECSYS=recsys; fi
+fi
 MODELS=${MODELS:-"pop bpr itemknn twotower gru4rec sasrec bert4rec hstu"}
 SEEDS=${SEEDS:-"1 2 3"}
 JOBS=${JOBS:-1}
