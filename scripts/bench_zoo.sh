@@ -45,6 +45,7 @@ fi
 
 python - "$OUT" "$MODELS" "$SEEDS" "$THREADS" <<'PY'
 import json
+import os
 import re
 import statistics
 import sys
@@ -94,6 +95,7 @@ for model in models:
 columns = [c for c in rows[0] if c not in ("protocol", "trained_with_history_masked")]
 lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
 lines += ["| " + " | ".join(str(row.get(c, "")) for c in columns) + " |" for row in rows]
+threads = "each run's own" if os.environ.get("SUMMARY_ONLY") == "1" else threads
 lines.append(f"\n{threads} torch thread(s) per run; protocol: {rows[0].get('protocol', '')}")
 (out / "summary.md").write_text("\n".join(lines) + "\n")
 print("\n".join(lines))
