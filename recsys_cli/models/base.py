@@ -37,7 +37,7 @@ class Recommender(pl.LightningModule):
         self.lr_decay_patience = lr_decay_patience
         self.monitor = monitor
         self.monitor_mode = monitor_mode
-        self._epoch_loss: list[torch.Tensor] = []  # [loss sum, windows] of the epoch so far
+        self._epoch_loss: torch.Tensor | None = None  # [loss sum, windows] of the epoch so far
 
     # --- the interface -------------------------------------------------------------------------
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -57,14 +57,14 @@ class Recommender(pl.LightningModule):
         # costs about as much as a whole BPR step on ML-100K.
         windows = batch[keys.HISTORY].shape[0]
         step = torch.stack([loss.detach().float() * windows, loss.new_tensor(float(windows))])
-        self._epoch_loss = [self._epoch_loss[0] + step] if self._epoch_loss else [step]
+        self._epoch_loss = step if self._epoch_loss is None else self._epoch_loss + step
         return loss
 
     def on_train_epoch_end(self) -> None:
-        if self._epoch_loss:
-            total, windows = self._epoch_loss[0]
+        if self._epoch_loss is not None:
+            total, windows = self._epoch_loss
             self.log("train/loss", total / windows, prog_bar=True)
-            self._epoch_loss = []
+            self._epoch_loss = None
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self.score_all(batch)
