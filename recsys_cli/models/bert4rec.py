@@ -12,6 +12,16 @@ With ``next_item_ratio`` a share of the windows train the ranking task itself in
 predicted from the items before it alone, as at ranking. A cut at every position is RecBole's prefix
 augmentation in expectation, without its one training sample per prefix.
 
+With ``next_item_weight`` every prefix of a window trains the ranking task at once, in one extra pass
+(the two-stream attention of XLNet, Yang et al. 2019): beside the window's items (the content stream)
+stands a query stream of [MASK] tokens, one per position, each seeing only the items before it and
+itself. The query at position ``j`` is the [MASK] that ranking appends after the first ``j`` items, and
+it predicts item ``j``; the loss is added to the masked-item loss with this weight. With one layer this
+is exactly RecBole's next-item sample of every prefix (one per interaction, each up to ``max_len``
+long), for about twice the cost of one masked-item pass. With more layers the content stream under the
+queries attends causally (an item sees the items before it), since a bidirectional one would show a
+query the item it predicts.
+
 Positions are learned and count from the oldest item (as in :mod:`recsys_cli.models.sasrec`), so a
 window in training and a history + [MASK] at ranking place their items alike, and left padding or
 trimming it changes nothing.
@@ -47,6 +57,7 @@ class BERT4Rec(Recommender):
         dropout: float = 0.1,
         mask_prob: float = 0.4,
         next_item_ratio: float = 0.0,
+        next_item_weight: float = 0.0,
         **training: Any,
     ) -> None:
         """``training``: the optimiser settings every model shares (:class:`Recommender`: lr, weight_decay, ...)."""
@@ -59,8 +70,13 @@ class BERT4Rec(Recommender):
             from recsys_cli.errors import RecsysError
 
             raise RecsysError(f"model.next_item_ratio={next_item_ratio} must be between 0 and 1; e.g. 0.5.")
+        if next_item_weight < 0.0:
+            from recsys_cli.errors import RecsysError
+
+            raise RecsysError(f"model.next_item_weight={next_item_weight} must be at least 0 (0 = off); e.g. 1.0.")
         self.save_hyperparameters()
         self.next_item_ratio = next_item_ratio
+        self.next_item_weight = next_item_weight
         self.mask_id = n_items + 1
         self.mask_prob = mask_prob
         self.item_embedding = nn.Embedding(n_items + 2, hidden_size, padding_idx=0)
@@ -75,14 +91,40 @@ class BERT4Rec(Recommender):
         self.output_bias = nn.Parameter(torch.zeros(n_items + 1))
         self.apply(init_weights)
 
+    @staticmethod
+    def positions(sequence: torch.Tensor) -> torch.Tensor:
+        """Position of each column of a left-padded ``sequence``, counted from its oldest item (0)."""
+        return ((sequence > 0).cumsum(1) - 1).clamp(min=0)
+
     def encode(self, sequence: torch.Tensor, last_only: bool = False) -> torch.Tensor:
         """Output ``[B, L, H]`` at every position of a left-padded ``sequence`` (``[B, 1, H]``: the last)."""
-        positions = ((sequence > 0).cumsum(1) - 1).clamp(min=0)
-        x = self.dropout(self.item_embedding(sequence) + self.position_embedding(positions))
+        x = self.dropout(self.item_embedding(sequence) + self.position_embedding(self.positions(sequence)))
         mask = attention_mask(sequence, causal=False)
         for index, block in enumerate(self.blocks):
             x = block(x, mask, last_only=last_only and index == len(self.blocks) - 1)
         return self.final_norm(x)
+
+    def encode_prefixes(self, sequence: torch.Tensor) -> torch.Tensor:
+        """``[B, L, H]``: at column ``j``, the output of a [MASK] appended after the items before ``j``.
+
+        One pass over ``[content; queries]`` (``2L`` tokens): content column ``i`` sees the real
+        items up to ``i``; query column ``j`` (the [MASK] token at the position of item ``j``) sees the
+        real items before ``j`` and itself, never item ``j`` or anything after it.
+        """
+        length = sequence.shape[1]
+        positions = self.position_embedding(self.positions(sequence))
+        content = self.item_embedding(sequence) + positions
+        queries = self.item_embedding.weight[self.mask_id] + positions
+        x = self.dropout(torch.cat([content, queries], dim=1))
+        real = (sequence > 0)[:, None, None, :]  # [B, 1, 1, L] real keys
+        ones = torch.ones(length, length, dtype=torch.bool, device=sequence.device)
+        eye = torch.eye(length, dtype=torch.bool, device=sequence.device)
+        content_rows = torch.cat([(real & ones.tril()) | eye, ~ones[None, None].expand_as(real & ones)], dim=-1)
+        query_rows = torch.cat([real & ones.tril(-1), eye.expand_as(real & ones)], dim=-1)
+        mask = torch.cat([content_rows.expand(len(sequence), 1, length, 2 * length), query_rows], dim=2)
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.final_norm(x[:, length:])
 
     def item_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Scores of padding and every real item (not [MASK]): ``[..., n_items + 1]``."""
@@ -115,14 +157,24 @@ class BERT4Rec(Recommender):
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         history, next_items = trim_padding(batch[keys.HISTORY], batch[keys.NEXT_ITEMS])
-        sequence = torch.cat([history, next_items[:, -1:]], dim=1)  # the window: history + its last item
-        masked = self.mask_items(sequence)
+        window = torch.cat([history, next_items[:, -1:]], dim=1)  # history + its last item
+        sequence, masked = window, self.mask_items(window)
         if self.next_item_ratio:
             sequence, masked = self.cut_for_next_item(sequence, masked)
         hidden = self.encode(sequence.masked_fill(masked, self.mask_id))[masked]
+        loss = self.masked_item_loss(hidden, sequence[masked])
+        if self.next_item_weight:
+            # Item j is a target of the prefix before it when that prefix has at least one item.
+            targets = (window[:, 1:] > 0) & (window[:, :-1] > 0)
+            hidden = self.encode_prefixes(window)[:, 1:][targets]
+            loss = loss + self.next_item_weight * self.masked_item_loss(hidden, window[:, 1:][targets])
+        return loss
+
+    def masked_item_loss(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Full-softmax cross-entropy of ``targets [N]`` from the outputs ``hidden [N, H]`` at their [MASK]s."""
         logits = self.item_logits(hidden)
         logits[:, 0] = -torch.inf
-        return F.cross_entropy(logits, sequence[masked])
+        return F.cross_entropy(logits, targets)
 
     def last_output(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """``[B, H]``: the output at a [MASK] appended after each (trimmed) history."""

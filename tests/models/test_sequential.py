@@ -137,6 +137,30 @@ def test_bert4rec_next_item_windows_mask_one_item_and_drop_what_follows():
         tiny_model("bert4rec", next_item_ratio=1.5)
 
 
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_bert4rec_prefix_queries_see_only_the_items_before_them(num_layers):
+    model = tiny_model("bert4rec", num_layers=num_layers, next_item_weight=1.0)
+    window = torch.tensor([[0, 0, 3, 4, 5, 6, 7, 8, 9], [0, 0, 0, 0, 0, 0, 0, 2, 11]])
+    with torch.no_grad():
+        queries = model.encode_prefixes(window)
+        changed = window.clone()
+        changed[0, 6:] = torch.tensor([20, 21, 22])  # items 6.. differ: queries up to column 6 must not
+        changed_queries = model.encode_prefixes(changed)
+    assert torch.allclose(queries[0, :7], changed_queries[0, :7], atol=1e-6)
+    assert not torch.allclose(queries[0, 7:], changed_queries[0, 7:], atol=1e-3)
+    if num_layers == 1:  # exactly ranking's [MASK] after each prefix
+        for column in range(3, 9):
+            batch = eval_batch([window[0, :column].tolist()])
+            with torch.no_grad():
+                assert torch.allclose(model.last_output(batch)[0], queries[0, column], atol=1e-5)
+    model.train()
+    loss = model.loss({keys.HISTORY: window[:, :-1], keys.NEXT_ITEMS: window[:, 1:]})
+    assert torch.isfinite(loss)
+    loss.backward()
+    with pytest.raises(Exception, match=r"next_item_weight=-1\.0 must be at least 0"):
+        tiny_model("bert4rec", next_item_weight=-1.0)
+
+
 def test_sampled_softmax_never_counts_the_positive_as_a_negative():
     # Three items and 64 shared negatives: each row's positive is drawn many times. If any of those
     # draws counted against it, a row whose positive logit towers over the others would still cost
