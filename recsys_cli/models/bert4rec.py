@@ -16,11 +16,13 @@ With ``next_item_weight`` every prefix of a window trains the ranking task at on
 (the two-stream attention of XLNet, Yang et al. 2019): beside the window's items (the content stream)
 stands a query stream of [MASK] tokens, one per position, each seeing only the items before it and
 itself. The query at position ``j`` is the [MASK] that ranking appends after the first ``j`` items, and
-it predicts item ``j``; the loss is added to the masked-item loss with this weight. With one layer this
-is exactly RecBole's next-item sample of every prefix (one per interaction, each up to ``max_len``
-long), for about twice the cost of one masked-item pass. With more layers the content stream under the
-queries attends causally (an item sees the items before it), since a bidirectional one would show a
-query the item it predicts.
+it predicts item ``j``; the loss is added to the masked-item loss with this weight. The targets are the
+window's next-item targets (with ``data.window_stride`` shorter than ``max_len``, its last ``stride``
+items, each seen after at least ``max_len - stride`` items), so an epoch predicts each training event
+once. With one layer each query is exactly a RecBole next-item sample of its prefix, for about 1.5 times
+the cost of one masked-item pass. With more layers the content stream under the queries attends
+causally (an item sees the items before it), since a bidirectional one would show a query the item it
+predicts.
 
 Positions are learned and count from the oldest item (as in :mod:`recsys_cli.models.sasrec`), so a
 window in training and a history + [MASK] at ranking place their items alike, and left padding or
@@ -122,9 +124,9 @@ class BERT4Rec(Recommender):
         content_rows = torch.cat([(real & ones.tril()) | eye, ~ones[None, None].expand_as(real & ones)], dim=-1)
         query_rows = torch.cat([real & ones.tril(-1), eye.expand_as(real & ones)], dim=-1)
         mask = torch.cat([content_rows.expand(len(sequence), 1, length, 2 * length), query_rows], dim=2)
-        for block in self.blocks:
-            x = block(x, mask)
-        return self.final_norm(x[:, length:])
+        for index, block in enumerate(self.blocks):  # the last block computes the queries alone
+            x = block(x, mask, tail=length if index == len(self.blocks) - 1 else 0)
+        return self.final_norm(x)
 
     def item_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Scores of padding and every real item (not [MASK]): ``[..., n_items + 1]``."""
@@ -164,8 +166,8 @@ class BERT4Rec(Recommender):
         hidden = self.encode(sequence.masked_fill(masked, self.mask_id))[masked]
         loss = self.masked_item_loss(hidden, sequence[masked])
         if self.next_item_weight:
-            # Item j is a target of the prefix before it when that prefix has at least one item.
-            targets = (window[:, 1:] > 0) & (window[:, :-1] > 0)
+            # Item j + 1 is the target of the prefix up to j where the window has a next-item target.
+            targets = next_items > 0
             hidden = self.encode_prefixes(window)[:, 1:][targets]
             loss = loss + self.next_item_weight * self.masked_item_loss(hidden, window[:, 1:][targets])
         return loss

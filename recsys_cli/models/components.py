@@ -42,13 +42,15 @@ class SelfAttention(nn.Module):
         self.out = nn.Linear(hidden_size, hidden_size)
         self.dropout = dropout
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False) -> torch.Tensor:
-        """``[B, L, H]`` → ``[B, L, H]``; with ``last_only`` only the last position's output, ``[B, 1, H]``."""
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False, tail: int = 0) -> torch.Tensor:
+        """``[B, L, H]`` → ``[B, L, H]``; with ``tail`` only the last ``tail`` positions' outputs, ``[B, tail, H]``
+        (``last_only``: ``tail=1``)."""
         batch, length, hidden = x.shape
         q, k, v = self.qkv(x).view(batch, length, 3, self.num_heads, hidden // self.num_heads).unbind(2)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))
-        if last_only:
-            q, mask = q[:, :, -1:], mask[:, :, -1:]
+        tail = 1 if last_only else tail
+        if tail:
+            q, mask = q[:, :, -tail:], mask[:, :, -tail:]
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
         return self.out(y.transpose(1, 2).reshape(batch, q.shape[2], hidden))
 
@@ -66,10 +68,12 @@ class TransformerBlock(nn.Module):
         )
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False) -> torch.Tensor:
-        """With ``last_only`` the block computes the last position alone (keys and values still see all)."""
-        attended = self.dropout(self.attention(self.norm1(x), mask, last_only=last_only))
-        x = (x[:, -1:] if last_only else x) + attended
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False, tail: int = 0) -> torch.Tensor:
+        """With ``tail`` the block computes the last ``tail`` positions alone (keys and values still see all);
+        ``last_only`` is ``tail=1``."""
+        tail = 1 if last_only else tail
+        attended = self.dropout(self.attention(self.norm1(x), mask, tail=tail))
+        x = (x[:, -tail:] if tail else x) + attended
         return x + self.dropout(self.ffn(self.norm2(x)))
 
 
