@@ -47,11 +47,15 @@ def test_every_model_option_builds(name, tiny_encoder):
 
 
 @pytest.mark.parametrize("data", ["synthetic", "ml100k", "seqtxt"])
-def test_a_model_recipe_sets_the_history_length_and_an_override_wins(data):
+def test_a_model_recipe_sets_the_history_length_and_window_stride_and_an_override_wins(data):
     extra = ["data.path=x"] if data == "seqtxt" else []
     assert compose_config(["model=gru4rec", f"data={data}", *extra]).data.max_len == 20  # gru4rec's recipe
     assert compose_config(["model=gru4rec", f"data={data}", "data.max_len=7", *extra]).data.max_len == 7
     assert compose_config(["model=sasrec", f"data={data}", *extra]).data.max_len == 50  # the data's own
+    assert compose_config(["model=bert4rec", f"data={data}", *extra]).data.window_stride == 10  # bert4rec's recipe
+    overridden = compose_config(["model=bert4rec", f"data={data}", "data.window_stride=null", *extra])
+    assert overridden.data.window_stride is None
+    assert compose_config(["model=sasrec", f"data={data}", *extra]).data.window_stride is None
 
 
 @pytest.mark.parametrize("name", group_options("trainer"))

@@ -252,14 +252,13 @@ class SequenceDataModule(pl.LightningDataModule):
         window_stride: int | None = None,
     ) -> None:
         super().__init__()
-        if window_stride is not None and not 1 <= window_stride <= max_len:
+        if window_stride is not None and window_stride < 1:
             from recsys_cli.errors import RecsysError
 
-            raise RecsysError(
-                f"data.window_stride={window_stride} must be between 1 and data.max_len={max_len}; "
-                "use null for max_len."
-            )
-        self.window_stride = window_stride
+            raise RecsysError(f"data.window_stride={window_stride} must be at least 1; use null for data.max_len.")
+        # A stride of max_len or more is max_len (windows tile the sequence): a model's recipe may set a
+        # stride that a short data.max_len override makes moot.
+        self.window_stride = None if window_stride is None or window_stride >= max_len else window_stride
         self.group_by_length = group_by_length
         self.seed = seed
         self.processed = processed
