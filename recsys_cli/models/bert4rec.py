@@ -98,34 +98,52 @@ class BERT4Rec(Recommender):
         """Position of each column of a left-padded ``sequence``, counted from its oldest item (0)."""
         return ((sequence > 0).cumsum(1) - 1).clamp(min=0)
 
-    def encode(self, sequence: torch.Tensor, last_only: bool = False) -> torch.Tensor:
-        """Output ``[B, L, H]`` at every position of a left-padded ``sequence`` (``[B, 1, H]``: the last)."""
+    def encode(self, sequence: torch.Tensor, last_only: bool = False, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Output ``[B, L, H]`` at every position of a left-padded ``sequence`` (``[B, 1, H]``: the last; with
+        ``rows``, bool ``[B, L]``: those positions alone, packed ``[N, H]``, which the last block computes alone)."""
         x = self.dropout(self.item_embedding(sequence) + self.position_embedding(self.positions(sequence)))
         mask = attention_mask(sequence, causal=False)
         for index, block in enumerate(self.blocks):
-            x = block(x, mask, last_only=last_only and index == len(self.blocks) - 1)
+            last = index == len(self.blocks) - 1
+            x = block(x, mask, last_only=last_only and last, rows=rows if last else None)
         return self.final_norm(x)
 
-    def encode_prefixes(self, sequence: torch.Tensor) -> torch.Tensor:
-        """``[B, L, H]``: at column ``j``, the output of a [MASK] appended after the items before ``j``.
+    def encode_prefixes(self, sequence: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """``[B, L - start, H]``: at each column ``j >= start``, the output of a [MASK] appended after the items
+        before ``j``.
 
-        One pass over ``[content; queries]`` (``2L`` tokens): content column ``i`` sees the real
-        items up to ``i``; query column ``j`` (the [MASK] token at the position of item ``j``) sees the
-        real items before ``j`` and itself, never item ``j`` or anything after it.
+        One pass over ``[content; queries]`` (``L`` items and a query for each column from ``start``):
+        content column ``i`` sees the real items up to ``i``; the query of column ``j`` (the [MASK]
+        token at the position of item ``j``) sees the real items before ``j`` and itself, never item
+        ``j`` or anything after it. Content never sees a query and queries never see each other, so a
+        query exists only where a target is (``start``), and the last block computes the queries alone.
         """
         length = sequence.shape[1]
+        device = sequence.device
         positions = self.position_embedding(self.positions(sequence))
         content = self.item_embedding(sequence) + positions
-        queries = self.item_embedding.weight[self.mask_id] + positions
+        queries = self.item_embedding.weight[self.mask_id] + positions[:, start:]
         x = self.dropout(torch.cat([content, queries], dim=1))
+        n_queries = length - start
+        keys = torch.arange(length, device=device)
         real = (sequence > 0)[:, None, None, :]  # [B, 1, 1, L] real keys
-        ones = torch.ones(length, length, dtype=torch.bool, device=sequence.device)
-        eye = torch.eye(length, dtype=torch.bool, device=sequence.device)
-        content_rows = torch.cat([(real & ones.tril()) | eye, ~ones[None, None].expand_as(real & ones)], dim=-1)
-        query_rows = torch.cat([real & ones.tril(-1), eye.expand_as(real & ones)], dim=-1)
-        mask = torch.cat([content_rows.expand(len(sequence), 1, length, 2 * length), query_rows], dim=2)
-        for index, block in enumerate(self.blocks):  # the last block computes the queries alone
-            x = block(x, mask, tail=length if index == len(self.blocks) - 1 else 0)
+        content_rows = torch.cat(
+            [
+                (real & (keys[None, :] <= keys[:, None])) | torch.eye(length, dtype=torch.bool, device=device),
+                torch.zeros(len(sequence), 1, length, n_queries, dtype=torch.bool, device=device),
+            ],
+            dim=-1,
+        )
+        query_rows = torch.cat(
+            [
+                real & (keys[None, :] < keys[start:, None]),
+                torch.eye(n_queries, dtype=torch.bool, device=device).expand(len(sequence), 1, -1, -1),
+            ],
+            dim=-1,
+        )
+        mask = torch.cat([content_rows, query_rows], dim=2)
+        for index, block in enumerate(self.blocks):
+            x = block(x, mask, tail=n_queries if index == len(self.blocks) - 1 else 0)
         return self.final_norm(x)
 
     def item_logits(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -163,13 +181,18 @@ class BERT4Rec(Recommender):
         sequence, masked = window, self.mask_items(window)
         if self.next_item_ratio:
             sequence, masked = self.cut_for_next_item(sequence, masked)
-        hidden = self.encode(sequence.masked_fill(masked, self.mask_id))[masked]
+        hidden = self.encode(sequence.masked_fill(masked, self.mask_id), rows=masked)
         loss = self.masked_item_loss(hidden, sequence[masked])
         if self.next_item_weight:
-            # Item j + 1 is the target of the prefix up to j where the window has a next-item target.
+            # Item j + 1 is the target of the prefix up to j where the window has a next-item target; queries
+            # start at the first column that has one (with data.window_stride, the last `stride` columns).
             targets = next_items > 0
-            hidden = self.encode_prefixes(window)[:, 1:][targets]
-            loss = loss + self.next_item_weight * self.masked_item_loss(hidden, window[:, 1:][targets])
+            first = int(targets.any(0).int().argmax())
+            if targets.any():
+                hidden = self.encode_prefixes(window, start=first + 1)[targets[:, first:]]
+                loss = loss + self.next_item_weight * self.masked_item_loss(
+                    hidden, next_items[:, first:][targets[:, first:]]
+                )
         return loss
 
     def masked_item_loss(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -42,9 +42,17 @@ class SelfAttention(nn.Module):
         self.out = nn.Linear(hidden_size, hidden_size)
         self.dropout = dropout
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False, tail: int = 0) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor,
+        last_only: bool = False,
+        tail: int = 0,
+        rows: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """``[B, L, H]`` → ``[B, L, H]``; with ``tail`` only the last ``tail`` positions' outputs, ``[B, tail, H]``
-        (``last_only``: ``tail=1``)."""
+        (``last_only``: ``tail=1``); with ``rows`` (bool ``[B, L]``) only those positions' outputs, packed
+        ``[N, H]`` in row-major order."""
         batch, length, hidden = x.shape
         q, k, v = self.qkv(x).view(batch, length, 3, self.num_heads, hidden // self.num_heads).unbind(2)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))
@@ -52,7 +60,8 @@ class SelfAttention(nn.Module):
         if tail:
             q, mask = q[:, :, -tail:], mask[:, :, -tail:]
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
-        return self.out(y.transpose(1, 2).reshape(batch, q.shape[2], hidden))
+        y = y.transpose(1, 2).reshape(batch, q.shape[2], hidden)
+        return self.out(y if rows is None else y[rows])
 
 
 class TransformerBlock(nn.Module):
@@ -68,12 +77,20 @@ class TransformerBlock(nn.Module):
         )
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False, tail: int = 0) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor,
+        last_only: bool = False,
+        tail: int = 0,
+        rows: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """With ``tail`` the block computes the last ``tail`` positions alone (keys and values still see all);
-        ``last_only`` is ``tail=1``."""
+        ``last_only`` is ``tail=1``. With ``rows`` (bool ``[B, L]``) it computes those positions alone after
+        attention (projection and feed-forward) and returns them packed, ``[N, H]``."""
         tail = 1 if last_only else tail
-        attended = self.dropout(self.attention(self.norm1(x), mask, tail=tail))
-        x = (x[:, -tail:] if tail else x) + attended
+        attended = self.dropout(self.attention(self.norm1(x), mask, tail=tail, rows=rows))
+        x = (x[:, -tail:] if tail else x if rows is None else x[rows]) + attended
         return x + self.dropout(self.ffn(self.norm2(x)))
 
 

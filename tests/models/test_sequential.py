@@ -148,6 +148,10 @@ def test_bert4rec_prefix_queries_see_only_the_items_before_them(num_layers):
         changed_queries = model.encode_prefixes(changed)
     assert torch.allclose(queries[0, :7], changed_queries[0, :7], atol=1e-6)
     assert not torch.allclose(queries[0, 7:], changed_queries[0, 7:], atol=1e-3)
+    with torch.no_grad():  # queries from a later column only: the same outputs there
+        assert torch.allclose(model.encode_prefixes(window, start=5), queries[:, 5:], atol=1e-6)
+        rows = torch.rand(window.shape) < 0.3  # the masked-item pass computes the masked positions alone
+        assert torch.allclose(model.encode(window, rows=rows), model.encode(window)[rows], atol=1e-6)
     if num_layers == 1:  # exactly ranking's [MASK] after each prefix
         for column in range(3, 9):
             batch = eval_batch([window[0, :column].tolist()])
