@@ -105,7 +105,7 @@ class BERT4Rec(Recommender):
         mask = attention_mask(sequence, causal=False)
         for index, block in enumerate(self.blocks):
             last = index == len(self.blocks) - 1
-            x = block(x, mask, last_only=last_only and last, rows=rows if last else None)
+            x = block(x, mask, tail=int(last_only and last), rows=rows if last else None)
         return self.final_norm(x)
 
     def encode_prefixes(self, sequence: torch.Tensor, start: int = 0) -> torch.Tensor:
@@ -126,17 +126,16 @@ class BERT4Rec(Recommender):
         x = self.dropout(torch.cat([content, queries], dim=1))
         n_queries = length - start
         keys = torch.arange(length, device=device)
-        real = (sequence > 0)[:, None, None, :]  # [B, 1, 1, L] real keys
-        content_rows = torch.cat(
+        content_rows = torch.cat(  # causal over the real items; never a query
             [
-                (real & (keys[None, :] <= keys[:, None])) | torch.eye(length, dtype=torch.bool, device=device),
+                attention_mask(sequence, causal=True),
                 torch.zeros(len(sequence), 1, length, n_queries, dtype=torch.bool, device=device),
             ],
             dim=-1,
         )
-        query_rows = torch.cat(
+        query_rows = torch.cat(  # the real items before the query's column, and the query itself
             [
-                real & (keys[None, :] < keys[start:, None]),
+                (sequence > 0)[:, None, None, :] & (keys[None, :] < keys[start:, None]),
                 torch.eye(n_queries, dtype=torch.bool, device=device).expand(len(sequence), 1, -1, -1),
             ],
             dim=-1,
@@ -187,8 +186,8 @@ class BERT4Rec(Recommender):
             # Item j + 1 is the target of the prefix up to j where the window has a next-item target; queries
             # start at the first column that has one (with data.window_stride, the last `stride` columns).
             targets = next_items > 0
-            first = int(targets.any(0).int().argmax())
             if targets.any():
+                first = int(targets.any(0).int().argmax())
                 hidden = self.encode_prefixes(window, start=first + 1)[targets[:, first:]]
                 loss = loss + self.next_item_weight * self.masked_item_loss(
                     hidden, next_items[:, first:][targets[:, first:]]

@@ -43,20 +43,13 @@ class SelfAttention(nn.Module):
         self.dropout = dropout
 
     def forward(
-        self,
-        x: torch.Tensor,
-        mask: torch.Tensor,
-        last_only: bool = False,
-        tail: int = 0,
-        rows: torch.Tensor | None = None,
+        self, x: torch.Tensor, mask: torch.Tensor, tail: int = 0, rows: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """``[B, L, H]`` → ``[B, L, H]``; with ``tail`` only the last ``tail`` positions' outputs, ``[B, tail, H]``
-        (``last_only``: ``tail=1``); with ``rows`` (bool ``[B, L]``) only those positions' outputs, packed
-        ``[N, H]`` in row-major order."""
+        """``[B, L, H]`` → ``[B, L, H]``; with ``tail`` only the last ``tail`` positions' outputs, ``[B, tail, H]``;
+        with ``rows`` (bool ``[B, L]``) only those positions' outputs, packed ``[N, H]`` in row-major order."""
         batch, length, hidden = x.shape
         q, k, v = self.qkv(x).view(batch, length, 3, self.num_heads, hidden // self.num_heads).unbind(2)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))
-        tail = 1 if last_only else tail
         if tail:
             q, mask = q[:, :, -tail:], mask[:, :, -tail:]
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
@@ -78,17 +71,11 @@ class TransformerBlock(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(
-        self,
-        x: torch.Tensor,
-        mask: torch.Tensor,
-        last_only: bool = False,
-        tail: int = 0,
-        rows: torch.Tensor | None = None,
+        self, x: torch.Tensor, mask: torch.Tensor, tail: int = 0, rows: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """With ``tail`` the block computes the last ``tail`` positions alone (keys and values still see all);
-        ``last_only`` is ``tail=1``. With ``rows`` (bool ``[B, L]``) it computes those positions alone after
-        attention (projection and feed-forward) and returns them packed, ``[N, H]``."""
-        tail = 1 if last_only else tail
+        """With ``tail`` the block computes the last ``tail`` positions alone (keys and values still see all).
+        With ``rows`` (bool ``[B, L]``) it computes those positions alone after attention (projection and
+        feed-forward) and returns them packed, ``[N, H]``."""
         attended = self.dropout(self.attention(self.norm1(x), mask, tail=tail, rows=rows))
         x = (x[:, -tail:] if tail else x if rows is None else x[rows]) + attended
         return x + self.dropout(self.ffn(self.norm2(x)))

@@ -68,7 +68,7 @@ class SASRec(DotProductRecommender):
         x = self.dropout(self.item_embedding(history) + self.position_embedding(positions))
         mask = attention_mask(history, causal=True)
         for index, block in enumerate(self.blocks):
-            x = block(x, mask, last_only=last_only and index == len(self.blocks) - 1)
+            x = block(x, mask, tail=int(last_only and index == len(self.blocks) - 1))
         return self.final_norm(x)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
