@@ -39,8 +39,13 @@ one_run() {
 export -f one_run
 
 if [ "${SUMMARY_ONLY:-0}" != 1 ]; then  # SUMMARY_ONLY=1: tabulate the runs already in $OUT, train nothing
+  # Stopping the script (Ctrl-C, kill) stops its runs too: xargs and its workers share our process group.
+  # The runs go in the background because bash runs a trap only once the foreground job is done.
+  trap 'trap - INT TERM; kill 0' INT TERM
   for model in $MODELS; do for seed in $SEEDS; do echo "$model $seed"; done; done \
-    | xargs -P "$JOBS" -L 1 bash -c 'one_run "$0" "$1"'
+    | xargs -P "$JOBS" -L 1 bash -c 'one_run "$0" "$1"' &
+  wait $!
+  trap - INT TERM
 fi
 
 python - "$OUT" "$MODELS" "$SEEDS" "$THREADS" <<'PY'

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import time
 
 import optuna
 import pandas as pd
@@ -189,3 +190,45 @@ def test_compare_and_tune_help_import_nothing_heavy():
         "assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_trial_whose_process_died_is_trained_again_on_resume(monkeypatch, workdir, tmp_path):
+    calls = []
+    monkeypatch.setattr(train, "run", fake_training(calls))
+    monkeypatch.setattr(task, "HEARTBEAT_SECONDS", 1)
+    monkeypatch.setattr(task, "STALE_SECONDS", 1)
+    overrides = [*workdir, "tune.sampler.kind=random", "model.dropout=0.1"]
+    # A process that died mid-trial: its trial is RUNNING and its heartbeat stopped.
+    url = f"sqlite:///{(tmp_path / 'runs' / 'tune' / 'died').resolve()}/study.db"
+    (tmp_path / "runs" / "tune" / "died").mkdir(parents=True)
+    study = optuna.create_study(study_name="died", storage=task._storage(url), direction="maximize")
+    study.set_user_attr("metric", "val/ndcg@10")
+    study.set_user_attr("overrides", sorted(o for o in overrides if not task.override_key(o).startswith("tune")))
+    study.enqueue_trial({"model.lr": 0.0025})  # the config's own lr was the first trial
+    dead = study.ask({"model.lr": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)})
+    study._storage.record_heartbeat(dead._trial_id)
+    time.sleep(2.5)  # the database keeps heartbeats to the second
+    result = task.run(overrides, n_trials=1, name="died")
+    states = [row["state"] for row in result.trials]
+    assert states == ["fail", "complete"]
+    assert result.trials[1]["model.lr"] == 0.0025 and "model.lr=0.0025" in calls[0]
+
+
+def test_an_interrupted_baseline_trial_is_queued_again(monkeypatch, workdir):
+    calls = []
+    training = fake_training(calls)
+
+    def interrupted(cfg, run_dir, overrides):
+        if not calls:
+            calls.append("interrupted")
+            raise KeyboardInterrupt
+        return training(cfg, run_dir, overrides)
+
+    monkeypatch.setattr(train, "run", interrupted)
+    base = [*workdir, "tune.sampler.kind=random", "model.lr=0.002", "model.dropout=0.1"]  # both pinned
+    with pytest.raises(KeyboardInterrupt):
+        task.run(base, n_trials=2, name="ctrl-c")
+    result = task.run(base, n_trials=1, name="ctrl-c")
+    assert [row["state"] for row in result.trials] == ["fail", "complete"]
+    config_values = {"model.hidden_size": 64, "data.max_len": 50}  # the config's own, inside their ranges
+    assert all({key: row[key] for key in config_values} == config_values for row in result.trials)

@@ -131,6 +131,9 @@ class RankingEvaluator(pl.Callback):
 
     ``item_popularity`` (training counts ``[n_items + 1]``) feeds novelty, ARP and the popularity
     sampler; ``per_user[split]`` keeps the last round's per-user values (with ``user``, the user index).
+    Every metric goes to the trainer's loggers; only ``log_keys`` (default: all) also go through
+    ``LightningModule.log`` for callbacks (early stopping, checkpoints, lr decay) to read: one such call
+    costs about 0.2 ms, and 30 of them per round were a tenth of a BPR epoch on ML-100K.
     """
 
     def __init__(
@@ -142,6 +145,7 @@ class RankingEvaluator(pl.Callback):
         num_negatives: int = 100,
         negatives: str = "uniform",
         negative_seed: int = 0,
+        log_keys: list[str] | None = None,
     ) -> None:
         if ranking not in RANKINGS:
             raise RecsysError(f"eval.ranking={ranking} is unknown; choose one of {', '.join(RANKINGS)}")
@@ -159,6 +163,7 @@ class RankingEvaluator(pl.Callback):
         self.num_negatives = int(num_negatives)
         self.negatives = negatives
         self.negative_seed = int(negative_seed)
+        self.log_keys = None if log_keys is None else set(log_keys)
         self.results: dict[str, dict[str, float]] = {}
         self.per_user: dict[str, dict[str, torch.Tensor]] = {}
         self._chunks: dict[str, list[torch.Tensor]] = {}
@@ -229,7 +234,10 @@ class RankingEvaluator(pl.Callback):
         n_items = recommended.shape[1] - 1
         for row, k in enumerate(self.ks):
             means[f"{prefix}/coverage@{k}"] = recommended[row].sum().item() / max(1, n_items)
-        pl_module.log_dict(means, sync_dist=False)
+        for logger in trainer.loggers:
+            logger.log_metrics({**means, "epoch": trainer.current_epoch}, step=trainer.global_step)
+        watched = means if self.log_keys is None else {k: v for k, v in means.items() if k in self.log_keys}
+        pl_module.log_dict(watched, sync_dist=False, logger=False)
         self.results[prefix] = means
         self.per_user[prefix] = {"user": users.cpu(), **{name: stacked[i].cpu() for i, name in enumerate(names)}}
         self._chunks = {}

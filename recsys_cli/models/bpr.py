@@ -109,10 +109,15 @@ class BPR(DotProductRecommender):
         """``[B, H]``: the learned user embedding, or the mean of the history's item embeddings (fold-in)."""
         history = batch[keys.HISTORY]
         users = batch.get(keys.USERS)
-        real = (history > 0).unsqueeze(-1)
-        folded = (self.item_embedding(history) * real).sum(1) / real.sum(1).clamp(min=1)
         if users is None:
-            return folded
-        known = (users > 0) & (users <= self.n_users)
-        learned = self.user_embedding(users.clamp(max=self.n_users) * known)
-        return torch.where(known.unsqueeze(-1), learned, folded)
+            return self.fold_in(history)
+        unknown = (users <= 0) | (users > self.n_users)
+        vectors = self.user_embedding(users.clamp(max=self.n_users) * ~unknown)
+        if unknown.any():  # only these rows pay for reading their history
+            vectors = vectors.index_put((unknown,), self.fold_in(history[unknown]))
+        return vectors
+
+    def fold_in(self, history: torch.Tensor) -> torch.Tensor:
+        """``[B, H]``: the mean embedding of each row's history items (a user the table does not hold)."""
+        real = (history > 0).unsqueeze(-1)
+        return (self.item_embedding(history) * real).sum(1) / real.sum(1).clamp(min=1)

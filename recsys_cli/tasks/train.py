@@ -105,6 +105,7 @@ def ranking_evaluator(cfg: DictConfig, item_popularity: Any) -> Any:
         ks=list(cfg.eval.ks),
         mask_history=bool(cfg.eval.mask_history),
         item_popularity=item_popularity,
+        log_keys=[str(cfg.train.monitor)],
         **eval_settings(cfg),
     )
 

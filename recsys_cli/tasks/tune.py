@@ -5,7 +5,9 @@ The space and the search settings come from the ``tune`` config group (``conf/tu
 trial composes the base overrides plus its drawn values, trains in
 ``<runs_dir>/tune/<name>/trial_NNN/`` and is scored on ``tune.metric``, a validation metric of its
 best checkpoint; the test metrics are recorded for the report and never reach the sampler. The study
-lives in a SQLite file in the same folder, so the same command run again adds trials to it.
+lives in a SQLite file in the same folder, so the same command run again adds trials to it. A trial
+whose process died (killed, out of memory, preempted) stops sending Optuna's heartbeat; the next run of
+the study marks it failed and trains its values again.
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ TYPES = ("float", "int", "categorical")
 SPEC_KEYS = {"type", "low", "high", "log", "choices"}
 SAMPLERS = ("tpe", "random")
 DIRECTIONS = {"max": "maximize", "min": "minimize", "maximize": "maximize", "minimize": "minimize"}
+# A running trial records a heartbeat every HEARTBEAT_SECONDS; one silent for STALE_SECONDS belongs to a
+# process that died, and the next `recsys tune` of the study fails it and queues its values again.
+HEARTBEAT_SECONDS = 10
+STALE_SECONDS = 30
 
 
 @dataclass
@@ -152,13 +158,15 @@ def run(
     root.mkdir(parents=True, exist_ok=True)
     storage = str(settings.study.storage or f"sqlite:///{(root / 'study.db').resolve()}")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True, direction=direction)
+    study = optuna.create_study(study_name=name, storage=_storage(storage), load_if_exists=True, direction=direction)
     trained = sorted(o for o in overrides if not override_key(o).startswith("tune"))
     _check_resume(study, name, metric, direction, trained)
     study.sampler = _sampler(settings.sampler, offset=len(study.trials))
-    if settings.get("start_from_config", False) and not study.trials:
+    if settings.get("start_from_config", False):
         baseline = config_values(cfg, space)
-        if baseline:
+        # Also when the study's first (baseline) trial was interrupted: it has no other chance to run.
+        states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
+        if baseline and not study.get_trials(deepcopy=False, states=states):
             study.enqueue_trial(baseline)
 
     def objective(trial: Any) -> float:
@@ -280,6 +288,24 @@ def _check_resume(study: Any, name: str, metric: str, direction: str, trained: l
         raise RecsysError(
             f"study '{name}' was started with other overrides ({' '.join(changes)}), so its trials would not "
             "compare; pass the same overrides to continue it, or start another study with --name NAME."
+        )
+
+
+def _storage(url: str) -> Any:
+    """The study's database (``url``, by default a SQLite file) with a heartbeat: a trial of a process that
+    died is failed and queued again (once) by the next run of the study."""
+    import warnings
+
+    import optuna
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    with warnings.catch_warnings():  # the heartbeat has been "experimental" since Optuna 2.8 (2021)
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            url,
+            heartbeat_interval=HEARTBEAT_SECONDS,
+            grace_period=STALE_SECONDS,
+            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
         )
 
 

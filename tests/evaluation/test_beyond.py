@@ -35,14 +35,40 @@ def user_batch(user: int, ranking: list[int], seen: list[int] = ()) -> tuple[tor
     return scores, batch
 
 
-def run_round(evaluator, batches):
-    trainer = SimpleNamespace(sanity_checking=False, world_size=1)
-    module = SimpleNamespace(log_dict=lambda *args, **kwargs: None)
+class Logger:
+    def __init__(self):
+        self.rows = []
+
+    def log_metrics(self, metrics, step):
+        self.rows.append((step, dict(metrics)))
+
+
+def fake_trainer(*loggers):
+    return SimpleNamespace(sanity_checking=False, world_size=1, loggers=list(loggers), current_epoch=3, global_step=7)
+
+
+def run_round(evaluator, batches, trainer=None, module=None):
+    trainer = trainer or fake_trainer()
+    module = module or SimpleNamespace(log_dict=lambda *args, **kwargs: None)
     evaluator.on_test_epoch_start(trainer, module)
     for index, (scores, batch) in enumerate(batches):
         evaluator.on_test_batch_end(trainer, module, scores, batch, index)
     evaluator.on_test_epoch_end(trainer, module)
     return evaluator.results["test"]
+
+
+def test_every_metric_reaches_the_loggers_and_only_log_keys_go_through_lightning():
+    logged = []
+    module = SimpleNamespace(log_dict=lambda metrics, **kwargs: logged.append((dict(metrics), kwargs)))
+    logger = Logger()
+    evaluator = RankingEvaluator([2, 3], item_popularity=COUNTS, log_keys=["test/ndcg@3", "val/ndcg@3"])
+    metrics = run_round(evaluator, [user_batch(1, [1, 2, 4])], fake_trainer(logger), module)
+    assert logged == [({"test/ndcg@3": metrics["test/ndcg@3"]}, {"sync_dist": False, "logger": False})]
+    assert logger.rows == [(7, {**metrics, "epoch": 3})]
+    everything = RankingEvaluator([2], item_popularity=COUNTS)  # no log_keys: every metric for callbacks too
+    logged.clear()
+    metrics = run_round(everything, [user_batch(1, [1, 2, 4])], fake_trainer(), module)
+    assert logged[0][0] == metrics
 
 
 def test_coverage_novelty_and_arp_match_hand_computation_across_batches():

@@ -173,7 +173,7 @@ class Scorer(Recommender):
 def test_evaluator_scores_candidates_with_the_model_and_repeats_its_numbers_every_round():
     torch.manual_seed(1)
     model = Scorer(torch.randn(10, N_ITEMS + 1))
-    trainer = SimpleNamespace(sanity_checking=False, world_size=1)
+    trainer = SimpleNamespace(sanity_checking=False, world_size=1, loggers=[], current_epoch=0, global_step=0)
     evaluator = RankingEvaluator([5, 10], item_popularity=torch.ones(N_ITEMS + 1), ranking="sampled", num_negatives=10)
     rounds = []
     for _ in range(2):
