@@ -8,7 +8,7 @@
 # runs/bench_zoo/summary.json and summary.md.
 #   MODELS="pop bpr sasrec" SEEDS="1 2 3" JOBS=2 bash scripts/bench_zoo.sh [hydra overrides for every run]
 #   SUMMARY_ONLY=1 bash scripts/bench_zoo.sh     # the table of the runs already there (e.g. after re-running some)
-# JOBS runs side by side, each with cores/JOBS torch threads. Needs ../shared/data/ml-100k.
+# JOBS runs side by side, each with THREADS torch threads (default cores/JOBS). Needs ../shared/data/ml-100k.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -z "${RECSYS:-}" ]; then  # the project's venv (make test / make demo create it), else recsys on PATH
@@ -18,7 +18,7 @@ MODELS=${MODELS:-"pop bpr itemknn twotower gru4rec sasrec bert4rec hstu"}
 SEEDS=${SEEDS:-"1 2 3"}
 JOBS=${JOBS:-1}
 OUT=${OUT:-runs/bench_zoo}
-THREADS=$(( $(nproc) / JOBS > 0 ? $(nproc) / JOBS : 1 ))
+THREADS=${THREADS:-$(( $(nproc) / JOBS > 0 ? $(nproc) / JOBS : 1 ))}  # torch threads per run
 mkdir -p "$OUT"
 export RECSYS OUT THREADS
 EXTRA="$*"

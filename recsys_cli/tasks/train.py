@@ -73,6 +73,22 @@ def build_model(cfg: DictConfig, n_items: int, max_len: int, n_users: int | None
     return build(params, f"model={cfg.model.name}", "check the model.* keys.", **data_args)
 
 
+def build_datamodule(cfg: DictConfig, processed: Any) -> Any:
+    """The training/evaluation batches of a processed dataset as ``cfg.data`` configures them."""
+    from recsys_cli.data.datamodule import SequenceDataModule
+
+    return SequenceDataModule(
+        processed,
+        max_len=int(cfg.data.max_len),
+        batch_size=int(cfg.data.batch_size),
+        eval_batch_size=int(cfg.data.eval_batch_size),
+        num_workers=int(cfg.data.num_workers),
+        group_by_length=bool(cfg.data.group_by_length),
+        seed=int(cfg.seed),
+        window_stride=cfg.data.window_stride,
+    )
+
+
 def build_trainer(cfg: DictConfig, callbacks: list[Any], logger: Any, run_dir: Path | None, **overrides: Any) -> Any:
     from hydra.utils import instantiate
 
@@ -200,7 +216,6 @@ def train_recommender(cfg: DictConfig, run_dir: Path | None = None, overrides: l
     import pytorch_lightning as pl
 
     from recsys_cli.checkpoint import CheckpointMetadata
-    from recsys_cli.data.datamodule import SequenceDataModule
     from recsys_cli.evaluation.reports import write_per_user
     from recsys_cli.runtime import keep_freed_memory, quiet_libraries
     from recsys_cli.tasks.preprocess import prepare_data
@@ -216,16 +231,7 @@ def train_recommender(cfg: DictConfig, run_dir: Path | None = None, overrides: l
     prepared = prepare_data(cfg)
     processed = prepared.processed
     max_len = int(cfg.data.max_len)
-    datamodule = SequenceDataModule(
-        processed,
-        max_len=max_len,
-        batch_size=int(cfg.data.batch_size),
-        eval_batch_size=int(cfg.data.eval_batch_size),
-        num_workers=int(cfg.data.num_workers),
-        group_by_length=bool(cfg.data.group_by_length),
-        seed=int(cfg.seed),
-        window_stride=cfg.data.window_stride,
-    )
+    datamodule = build_datamodule(cfg, processed)
     model = build_model(
         cfg, n_items=processed.n_items, max_len=max_len, n_users=processed.n_users, items=processed.items
     )
