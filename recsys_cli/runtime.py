@@ -60,6 +60,24 @@ def keep_freed_memory() -> bool:
     return all(libc.mallopt(option, value) == 1 for option, value in settings)
 
 
+def release_freed_memory() -> bool:
+    """Hand the memory freed so far back to the OS (glibc ``malloc_trim``); run once per training epoch.
+
+    Batches of varying shapes leave the heap fragmented, and with :func:`keep_freed_memory` the freed
+    pieces stay mapped: BERT4Rec's resident memory on ML-100K grew by 50-100 MB an epoch, to 1.6 GB after
+    35 epochs. Trimming after each epoch keeps it at its one-epoch peak (0.95 GB) for ~30 ms an epoch
+    (measured; 0.3% of that epoch). No-op off glibc; returns whether it ran.
+    """
+    if not sys.platform.startswith("linux") or os.environ.get("RECSYS_DEFAULT_MALLOC"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    libc.malloc_trim(0)
+    return True
+
+
 def native_bf16(accelerator: str = "cpu") -> bool:
     """Whether the hardware computes bfloat16 natively (so bf16 mixed precision is faster, not emulated).
 

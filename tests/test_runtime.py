@@ -5,7 +5,7 @@ import platform
 import pytest
 import torch
 
-from recsys_cli.runtime import keep_freed_memory
+from recsys_cli.runtime import keep_freed_memory, release_freed_memory
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc only")
@@ -16,6 +16,25 @@ def test_keep_freed_memory_takes_on_glibc_and_leaves_results_alone(monkeypatch: 
     assert torch.equal((x @ x.T).sum(), before)
     monkeypatch.setenv("RECSYS_DEFAULT_MALLOC", "1")
     assert keep_freed_memory() is False
+
+
+def resident_mb() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * 4096 / 2**20
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc only")
+def test_released_memory_goes_back_to_the_os(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert keep_freed_memory() is True  # freed heap memory now stays mapped (up to 512 MiB)
+    chunks = [torch.ones(1 << 18) for _ in range(400)]  # 400 MiB in 1 MiB pieces, under the mmap threshold
+    held = resident_mb()
+    del chunks
+    kept = resident_mb()
+    assert release_freed_memory() is True
+    released = resident_mb()
+    assert kept > held - 100 and released < kept - 300
+    monkeypatch.setenv("RECSYS_DEFAULT_MALLOC", "1")
+    assert release_freed_memory() is False
 
 
 def test_precision_auto_resolves_by_native_bf16(monkeypatch):

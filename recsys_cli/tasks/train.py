@@ -286,7 +286,9 @@ def fit_and_test(
     ``reports`` (rank 0 only, after testing) writes further files and returns entries for metrics.json.
     """
     from hydra.utils import instantiate
-    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+    from pytorch_lightning.callbacks import EarlyStopping, LambdaCallback, ModelCheckpoint
+
+    from recsys_cli.runtime import release_freed_memory
 
     checkpoints = ModelCheckpoint(
         dirpath=run_dir / "checkpoints",
@@ -305,7 +307,8 @@ def fit_and_test(
         min_delta=float(cfg.train.min_delta),
     )
     logger = instantiate(cfg.logger, save_dir=str(run_dir)) if cfg.logger.get("_target_") else False
-    trainer = build_trainer(cfg, [*callbacks, checkpoints, stopper], logger, run_dir)
+    trim = LambdaCallback(on_train_epoch_end=lambda *_: release_freed_memory())
+    trainer = build_trainer(cfg, [*callbacks, checkpoints, stopper, trim], logger, run_dir)
 
     start = time.perf_counter()
     trainer.fit(model, datamodule=datamodule)
