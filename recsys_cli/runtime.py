@@ -42,6 +42,16 @@ _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
 _MIB = 1 << 20
 
 
+def _glibc() -> Any:
+    """The C library to tune the allocator through: glibc on Linux, unless ``RECSYS_DEFAULT_MALLOC`` is set."""
+    if not sys.platform.startswith("linux") or os.environ.get("RECSYS_DEFAULT_MALLOC"):
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+
+
 def keep_freed_memory() -> bool:
     """Let glibc keep freed memory for reuse instead of handing it back to the OS after every batch.
 
@@ -50,11 +60,8 @@ def keep_freed_memory() -> bool:
     of SASRec for all ML-100K users 0.11 s → 0.073 s. Peak memory is unchanged (freed memory is reused,
     up to 512 MiB of it is kept). No-op off glibc; returns whether the settings took.
     """
-    if not sys.platform.startswith("linux") or os.environ.get("RECSYS_DEFAULT_MALLOC"):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
+    libc = _glibc()
+    if libc is None:
         return False
     settings = ((_M_MMAP_THRESHOLD, 32 * _MIB), (_M_TRIM_THRESHOLD, 512 * _MIB), (_M_TOP_PAD, 64 * _MIB))
     return all(libc.mallopt(option, value) == 1 for option, value in settings)
@@ -68,11 +75,8 @@ def release_freed_memory() -> bool:
     35 epochs. Trimming after each epoch keeps it at its one-epoch peak (0.95 GB) for ~30 ms an epoch
     (measured; 0.3% of that epoch). No-op off glibc; returns whether it ran.
     """
-    if not sys.platform.startswith("linux") or os.environ.get("RECSYS_DEFAULT_MALLOC"):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
+    libc = _glibc()
+    if libc is None:
         return False
     libc.malloc_trim(0)
     return True
