@@ -1,9 +1,11 @@
 """Checkpoints that carry everything ``eval`` and ``predict`` need, written atomically.
 
-Every checkpoint gets a ``recsys`` entry: its kind (``recommender``), the resolved config, the data
-fingerprint, the id maps, item titles, training popularity and every user's known history (CSR), so
-``recsys eval/predict --checkpoint X`` needs nothing else. Only plain types and tensors are stored, so
-the file loads with ``torch.load(weights_only=True)``.
+Every checkpoint gets a ``recsys`` entry: its kind (``recommender``, ``text``), the resolved config, the
+overrides, the evaluation protocol, the typed description of the data the model was built from
+(:class:`~recsys_cli.data.spec.DataSpec`) and what its model family needs to evaluate and predict (for a
+recommender the id maps, item titles, training popularity and every user's known history; for a text model
+its label map), so ``recsys eval/predict --checkpoint X`` needs nothing else. Only plain types and tensors
+are stored, so the file loads with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
@@ -58,8 +60,8 @@ class CheckpointMetadata(pl.Callback):
         checkpoint[KEY] = self.metadata
 
 
-def load_checkpoint(path: str | Path, kind: str | tuple[str, ...]) -> dict[str, Any]:
-    """Read a recsys checkpoint of the given kind(s), or explain in one line what is wrong with it."""
+def load_checkpoint(path: str | Path, kind: str | tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Read a recsys checkpoint (of the given kind(s), if any), or explain in one line what is wrong with it."""
     path = Path(path)
     if not path.is_file():
         raise RecsysError(f"checkpoint '{path}' not found; pass --checkpoint runs/<run>/checkpoints/best.ckpt.")
@@ -73,8 +75,8 @@ def load_checkpoint(path: str | Path, kind: str | tuple[str, ...]) -> dict[str, 
     if not isinstance(checkpoint, dict) or KEY not in checkpoint:
         raise RecsysError(f"'{path}' is not a recsys checkpoint; pass a .ckpt written by `recsys train`.")
     found = checkpoint[KEY].get("kind")
-    kinds = (kind,) if isinstance(kind, str) else tuple(kind)
-    if found not in kinds:
+    kinds = () if kind is None else (kind,) if isinstance(kind, str) else tuple(kind)
+    if kinds and found not in kinds:
         wanted = " or ".join(kinds)
         raise RecsysError(
             f"'{path}' is a {found} checkpoint but this command needs a {wanted} checkpoint; "
@@ -83,17 +85,44 @@ def load_checkpoint(path: str | Path, kind: str | tuple[str, ...]) -> dict[str, 
     return checkpoint
 
 
-def build_module(checkpoint: dict[str, Any]) -> pl.LightningModule:
-    """Rebuild the LightningModule stored in a checkpoint, weights loaded, in eval mode."""
+def model_class(checkpoint: dict[str, Any]) -> type:
+    """The class of the model a checkpoint holds (its ``family`` attribute names the family that runs it)."""
     from hydra.utils import get_class
 
     target = checkpoint[KEY]["config"]["model"]["_target_"]
-    module = get_class(target)(**checkpoint["hyper_parameters"])
+    try:
+        return get_class(target)
+    except Exception:
+        raise RecsysError(
+            f"the checkpoint's model class '{target}' does not exist in this version of recsys; retrain the model."
+        ) from None
+
+
+def build_module(checkpoint: dict[str, Any]) -> pl.LightningModule:
+    """Rebuild the LightningModule stored in a checkpoint, weights loaded, in eval mode.
+
+    The constructor gets the saved hyperparameters and, from the stored :class:`DataSpec`, the arguments
+    that come from the data (tensors as zero buffers of their shape, refilled by the weights).
+    """
+    from recsys_cli.data.spec import DataSpec
+
+    cls = model_class(checkpoint)
+    arguments = dict(checkpoint["hyper_parameters"])
+    spec = checkpoint[KEY].get("spec")
+    if spec is not None:
+        arguments.update(cls.data_arguments(DataSpec.from_meta(spec)))
+    try:
+        module = cls(**arguments)
+    except TypeError as exc:
+        raise RecsysError(
+            f"the checkpoint does not fit model {cls.__name__} ({exc}); "
+            "it comes from another version of recsys: retrain it."
+        ) from None
     # Frozen/LoRA text models store only what training changed; their base weights came with the module.
     _, unexpected = module.load_state_dict(checkpoint["state_dict"], strict=module.strict_loading)
     if unexpected:
         raise RecsysError(
-            f"checkpoint weights do not fit model {target.rsplit('.', 1)[-1]} ({unexpected[0]}, ...); "
+            f"checkpoint weights do not fit model {cls.__name__} ({unexpected[0]}, ...); "
             "the file may come from another version of recsys: retrain it."
         )
     return module.eval()

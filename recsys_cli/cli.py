@@ -1,4 +1,4 @@
-"""The `recsys` command line: parse arguments, call one task function, render its result with rich.
+"""The `recsys` command line: parse arguments, call one task function, render its result (:mod:`render`).
 
 No logic lives here, and nothing heavy is imported at module level: `recsys --help` and argument
 errors never import torch, transformers or Lightning.
@@ -11,11 +11,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from recsys_cli import __version__
+from recsys_cli import __version__, render
 from recsys_cli.errors import EXIT_USER_ERROR, RecsysError
+from recsys_cli.render import console, err_console
 
 app = typer.Typer(
     name="recsys",
@@ -25,8 +24,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
 
 Overrides = Annotated[
     list[str] | None,
@@ -87,11 +84,7 @@ def preprocess(
     from recsys_cli.tasks import preprocess as task
 
     cfg = _guard(compose_config, overrides or [])
-    result = _guard(task.run, cfg, force=force)
-    if hasattr(result, "label_names"):
-        render_text_data(result, title=f"{cfg.data.name}: texts")
-    else:
-        render_preprocess(result)
+    render.render_preprocess(_guard(task.run, cfg, force=force))
 
 
 @app.command()
@@ -116,17 +109,15 @@ def train(
         console.print(f"[bold]multirun:[/] {len(jobs)} job(s)")
         root, results = _guard(task.sweep, jobs)
         for result in results:
-            render_metrics(result.metrics, title=f"{result.run_dir.name}")
-        render_summary([task.summary_row(r) for r in results])
+            render.render_metrics(result.metrics, title=f"{result.run_dir.name}")
+        render.render_summary([task.summary_row(r) for r in results])
         console.print(f"[bold]sweep folder:[/] {root}  (summary.csv, summary.json)")
         return
     cfg = _guard(compose_config, overrides)
     result = _guard(task.run, cfg, overrides=overrides)
     if not result.metrics:  # a DDP worker (rank > 0): rank 0 reports
         return
-    render_metrics(result.metrics, title=f"{cfg.model.name} on {cfg.data.name}")
-    console.print(f"[bold]run folder:[/] {result.run_dir}")
-    console.print(f"[bold]best checkpoint:[/] {result.best_checkpoint}")
+    render.render_train(result, title=f"{cfg.model.name} on {cfg.data.name}")
 
 
 @app.command("eval")
@@ -150,10 +141,7 @@ def evaluate(
     from recsys_cli.tasks import evaluate as task
 
     result = _guard(task.run, checkpoint, overrides or [], output, baselines)
-    render_metrics(result.metrics, title=f"{result.metrics['model']} on {result.metrics['data']}")
-    render_per_class(result.metrics)
-    render_baselines(result.metrics)
-    console.print(f"[bold]metrics:[/] {result.output}")
+    render.render_eval(result)
 
 
 @app.command()
@@ -200,8 +188,6 @@ def predict(
     """Write top-K recommendations for users or item histories (e.g. `--input users.csv --output recs.jsonl`)."""
     from recsys_cli.tasks import predict as task
 
-    if top_k < 1:
-        _fail(f"--top-k must be at least 1 (got {top_k}); pass e.g. --top-k 10.")
     result = _guard(
         task.run,
         checkpoint,
@@ -215,13 +201,7 @@ def predict(
         text_column=text_column,
         embeddings=embeddings,
     )
-    table = Table(title="predict", show_header=False)
-    for name, value in result.counts.items():
-        table.add_row(name, f"{value:,}")
-    table.add_row("seconds", f"{result.seconds:.3f}")
-    table.add_row("rows / second", f"{result.users_per_second:,.0f}")
-    console.print(table)
-    console.print(f"[bold]predictions:[/] {result.output}")
+    render.render_predict(result)
 
 
 @app.command()
@@ -278,7 +258,7 @@ def compare(
         plot=plot,
         output=output,
     )
-    render_compare(result)
+    render.render_compare(result)
 
 
 @app.command()
@@ -305,235 +285,8 @@ def tune(
     """
     from recsys_cli.tasks import tune as task
 
-    result = _guard(task.run, overrides or [], n_trials=trials, name=name, on_trial=render_trial)
-    render_tune(result)
-
-
-# --- rendering --------------------------------------------------------------------------------------
-def render_preprocess(result: Any) -> None:
-    meta = result.stats
-    counts = meta["counts"]
-    table = Table(title=f"{meta['name']}: {meta['source']}", show_header=False)
-    table.add_row("raw rows", f"{meta['raw_rows']:,}")
-    for reason, dropped in meta["dropped"].items():
-        table.add_row(f"dropped: {reason}", f"{dropped:,}")
-    table.add_row("users", f"{counts['users']:,}")
-    table.add_row("items", f"{counts['items']:,}")
-    table.add_row("interactions", f"{counts['interactions']:,}")
-    table.add_row("density", f"{counts['density']:.4%}")
-    for split, size in meta["splits"].items():
-        table.add_row(f"{split} events", f"{size:,}")
-    table.add_row("split", meta["config"]["split"])
-    console.print(table)
-    state = "reused" if result.reused else "written"
-    console.print(f"[bold]processed data ({state}):[/] {result.processed.path}")
-
-
-def render_text_data(splits: Any, title: str) -> None:
-    table = Table(title=title, show_header=False)
-    for reason, value in splits.counts.items():
-        table.add_row(reason, f"{value:,}")
-    for split in ("train", "valid", "test"):
-        table.add_row(f"{split} texts", f"{len(getattr(splits, split)):,}")
-    labels = f"{len(splits.label_names)}" if splits.label_names else "numeric target"
-    table.add_row("labels", labels)
-    console.print(table)
-
-
-def render_metrics(metrics: dict[str, Any], title: str) -> None:
-    valid, test = metrics.get("valid", {}), metrics.get("test", {})
-    names = sorted(
-        {key.split("/", 1)[1] for key in [*valid, *test]},
-        key=lambda n: (n.split("@")[0], int(n.split("@")[1]) if "@" in n else 0),
-    )
-    table = Table(title=title)
-    table.add_column("metric")
-    table.add_column("valid", justify="right")
-    table.add_column("test", justify="right")
-    for name in names:
-        table.add_row(name, _fmt(valid.get(f"val/{name}")), _fmt(test.get(f"test/{name}")))
-    console.print(table)
-    console.print(f"[bold]protocol:[/] {metrics['protocol']['description']}")
-    if metrics["protocol"].get("warning"):
-        console.print(f"[bold yellow]warning:[/] {metrics['protocol']['warning']}")
-    for name, path in metrics.get("reports", {}).items():
-        console.print(f"[bold]{name.replace('_', ' ')}:[/] {path}")
-    for split, path in metrics.get("per_user", {}).items():
-        console.print(f"[bold]per-user {split} metrics:[/] {path}")
-    if "epochs" in metrics:
-        console.print(
-            f"epochs {metrics['epochs']} (best {metrics.get('best_epoch')}), "
-            f"{metrics['fit_seconds']:.1f} s, {metrics['seconds_per_epoch']:.2f} s/epoch, "
-            f"peak memory {metrics['peak_memory_mb']:.0f} MB"
-            + (
-                f", {metrics['train_samples_per_second']:,.0f} training samples/s"
-                if "train_samples_per_second" in metrics
-                else ""
-            )
-            + (
-                f", features cached once in {metrics['feature_cache_seconds']:.1f} s"
-                if metrics.get("feature_cache_seconds")
-                else ""
-            )
-        )
-
-
-def render_per_class(metrics: dict[str, Any]) -> None:
-    """The per-class precision/recall/F1 table of a classification eval, weakest classes first."""
-    path = metrics.get("reports", {}).get("per_class")
-    if not path:
-        return
-    import json
-
-    rows = sorted(json.loads(Path(path).read_text()), key=lambda row: (row["f1"], row["name"]))
-    table = Table(title="test per class (weakest first)")
-    for column in ("class", "precision", "recall", "f1", "support", "predicted"):
-        table.add_column(column, justify="left" if column == "class" else "right")
-    for row in rows:
-        table.add_row(
-            str(row["name"]), *(f"{row[key]:.3f}" for key in ("precision", "recall", "f1")),
-            str(row["support"]), str(row["predicted"]),
-        )  # fmt: skip
-    console.print(table)
-
-
-def render_baselines(metrics: dict[str, Any]) -> None:
-    """The fine-tuned model beside the untuned encoder's probe, zero-shot and the trivial baseline."""
-    baselines = metrics.get("baselines")
-    if not baselines:
-        return
-    rows = {f"fine-tuned ({metrics['model']})": metrics["test"], **baselines}
-    names = [key for key in metrics["test"] if key.split("/", 1)[1] in BASELINE_METRICS]
-    table = Table(title="before and after fine-tuning (test)")
-    table.add_column("model")
-    for name in names:
-        table.add_column(name.split("/", 1)[1], justify="right")
-    for label, values in rows.items():
-        table.add_row(label, *(_fmt(values.get(name)) for name in names))
-    console.print(table)
-
-
-BASELINE_METRICS = (
-    "accuracy",
-    "macro_f1",
-    "top3_accuracy",
-    "in_scope_accuracy",
-    "oos_recall",
-    "rmse",
-    "mae",
-    "class_macro_f1",
-)
-
-
-def render_summary(rows: list[dict[str, Any]]) -> None:
-    """One line per job: the overrides that differ between jobs, then validation/test NDCG@10, HR@10."""
-    shared = set.intersection(*(set(row["overrides"].split()) for row in rows))
-    metrics = [c for c in rows[0] if "ndcg@10" in c or "hr@10" in c]
-    table = Table(title="sweep summary")
-    table.add_column("job", no_wrap=True)
-    table.add_column("overrides (varied)", no_wrap=True)
-    for column in [*metrics, "epochs", "fit_seconds"]:
-        table.add_column(column.replace("fit_seconds", "seconds"), justify="right")
-    for index, row in enumerate(rows):
-        varied = " ".join(o for o in row["overrides"].split() if o not in shared) or "-"
-        cells = [f"{row[c]:.4f}" if isinstance(row.get(c), float) else str(row.get(c, "")) for c in metrics]
-        table.add_row(str(index), varied, *cells, str(row.get("epochs", "")), f"{row.get('fit_seconds') or 0:.0f}")
-    console.print(table)
-
-
-def render_compare(result: Any) -> None:
-    """Groups of runs: each metric's mean ± std over seeds, then the paired test against the baseline."""
-    metric = result.paired_metric
-    table = Table(title=f"compare: {len(result.groups)} configuration(s)")
-    table.add_column("configuration", no_wrap=True)
-    table.add_column("runs", justify="right")
-    for name in result.metrics:
-        table.add_column(f"{name} (mean ± std)", justify="right")
-    table.add_column(f"Δ {metric}", justify="right")
-    table.add_column(f"{result.test} p (Holm)", justify="left")
-    for group in result.groups:
-        cells = []
-        for name in result.metrics:
-            stats = group.stats[name]
-            spread = "" if stats["std"] is None else f" ± {stats['std']:.4f}"
-            cells.append("-" if stats["mean"] is None else f"{stats['mean']:.4f}{spread}")
-        sig = group.significance
-        diff = "-" if sig.get("mean_diff") is None else f"{sig['mean_diff']:+.4f}"
-        if sig.get("baseline"):
-            note = "baseline" + (f" ({sig['reason']})" if sig.get("reason") else "")
-        elif sig.get("p_value") is not None:
-            note = f"{sig['p_value']:.3g} ({sig['p_holm']:.3g})" + (" *" if sig["significant"] else "")
-        else:
-            note = str(sig.get("reason"))
-        table.add_row(group.label, str(len(group.runs)), *cells, diff, note)
-    console.print(table)
-    if result.baseline:
-        console.print(
-            f"Δ and p: per-user {metric} against [bold]{result.baseline}[/], users paired by id (each user's value "
-            f"averaged over seeds), Holm-corrected; * p < 0.05."
-        )
-    console.print(f"[bold]protocol:[/] {' | '.join(result.protocols)}")
-    for name, path in result.outputs.items():
-        console.print(f"[bold]{name}:[/] {path}")
-
-
-def render_trial(row: dict[str, Any]) -> None:
-    """One finished trial of `recsys tune`, as it completes."""
-    from recsys_cli.tasks.tune import param_columns
-
-    values = " ".join(f"{key}={_short(row[key])}" for key in param_columns(row))
-    if row["state"] == "complete":
-        metric = next(k for k in row if k.startswith("val/"))
-        console.print(f"trial {row['trial']}: {metric} {row[metric]:.4f}  {values}", highlight=False)
-    else:
-        console.print(f"trial {row['trial']} {row['state']}: {row.get('error') or '-'}  {values}", highlight=False)
-
-
-def render_tune(result: Any) -> None:
-    """The study's trials (best first), then the best trial's overrides beside its metrics."""
-    from recsys_cli.tasks.tune import param_columns
-
-    best, metric = result.best, result.metric
-    test_metric = "test/" + metric.split("/", 1)[1]
-    params = list(dict.fromkeys(key for row in result.trials for key in param_columns(row)))
-    table = Table(title=f"study {result.study_name}: {len(result.trials)} trial(s), {result.direction} {metric}")
-    for column in ("trial", "state", *params, metric, test_metric):
-        table.add_column(column, justify="left" if column == "state" else "right")
-    done = [row for row in result.trials if row[metric] is not None]
-    ordered = sorted(done, key=lambda row: row[metric], reverse=result.direction == "maximize")
-    for row in ordered + [row for row in result.trials if row[metric] is None]:
-        style = "bold green" if row["trial"] == best["trial"] else None
-        cells = [_short(row.get(column)) for column in params]
-        table.add_row(
-            str(row["trial"]), row["state"], *cells, _fmt(row[metric]), _fmt(row[test_metric]), style=style
-        )  # fmt: skip
-    console.print(table)
-    render_metrics(
-        _read_json(Path(best["run_dir"]) / "metrics.json"),
-        title=f"best trial {best['trial']} (by {metric})",
-    )
-    if result.pinned:
-        console.print(f"[bold]pinned by overrides (not searched):[/] {' '.join(result.pinned)}")
-    console.print(f"chosen on {metric} alone; its test metrics are reported, never searched on.")
-    console.print(f"[bold]best overrides:[/] {' '.join(best['overrides'])}", highlight=False)
-    console.print(f"[bold]reproduce:[/] {best['command']}", highlight=False)
-    console.print(f"[bold]study:[/] {result.storage}  (the same command again adds trials)")
-    for name, path in result.outputs.items():
-        console.print(f"[bold]{name}:[/] {path}")
-
-
-def _short(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    import json
-
-    return json.loads(path.read_text())
-
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4f}"
+    result = _guard(task.run, overrides or [], n_trials=trials, name=name, on_trial=render.render_trial)
+    render.render_tune(result)
 
 
 def main() -> None:

@@ -57,7 +57,7 @@ def bare_epochs(model, optimizer, batches, epochs: int, autocast: bool, train: b
 def lightning_epochs(cfg, model, datamodule, epochs: int) -> list[float]:
     import pytorch_lightning as pl
 
-    from recsys_cli.tasks.train import build_trainer
+    from recsys_cli.core.run import build_trainer
 
     class EpochTimer(pl.Callback):
         def __init__(self) -> None:
@@ -97,30 +97,24 @@ def main() -> None:
     import torch
 
     from recsys_cli.config import compose_config
+    from recsys_cli.core.family import family_for
+    from recsys_cli.core.run import build_model
     from recsys_cli.io import atomic_write_json
     from recsys_cli.runtime import keep_freed_memory, quiet_libraries, resolve_precision
-    from recsys_cli.tasks.preprocess import prepare_data
-    from recsys_cli.tasks.train import build_datamodule, build_model
 
     torch.set_num_threads(args.threads)
     quiet_libraries()
     keep_freed_memory()
     cfg = compose_config(args.overrides)
-    processed = prepare_data(cfg).processed
+    family = family_for(cfg)
+    data = family.prepare(cfg)
     precision = resolve_precision(cfg.trainer.get("precision", "32-true"), cfg.trainer.get("accelerator"))
     autocast = str(precision).startswith("bf16")
 
     def fresh():
         pl.seed_everything(int(cfg.seed), verbose=False)
-        datamodule = build_datamodule(cfg, processed)
-        model = build_model(
-            cfg,
-            n_items=processed.n_items,
-            max_len=int(cfg.data.max_len),
-            n_users=processed.n_users,
-            items=processed.items,
-        )
-        return datamodule, model
+        model = build_model(cfg, data.spec)
+        return family.datamodule(cfg, data, model), model
 
     datamodule, model = fresh()
     datamodule.setup("fit")

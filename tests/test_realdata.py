@@ -5,19 +5,19 @@ import json
 import pandas as pd
 
 from recsys_cli.config import compose_config
+from recsys_cli.families.recommender import prepare_interactions
 from recsys_cli.tasks import predict, train
-from recsys_cli.tasks.preprocess import prepare_data
 from tests.conftest import shared_dataset
 
 
 def test_ml100k_preprocess_counts_and_split(workdir):
     path = shared_dataset("ml-100k")
-    result = prepare_data(compose_config([*workdir, "data=ml100k", f"data.path={path}"]))
-    meta = result.processed.meta
+    processed, _ = prepare_interactions(compose_config([*workdir, "data=ml100k", f"data.path={path}"]))
+    meta = processed.meta
     assert meta["counts"]["users"] == 943 and meta["counts"]["items"] == 1682
     assert meta["counts"]["interactions"] == 100_000
     assert meta["splits"] == {"train": 98_114, "valid": 943, "test": 943}
-    items = result.processed.items
+    items = processed.items
     assert items.loc[items["item_id"] == "1", "title"].item() == "Toy Story"
 
 

@@ -9,11 +9,21 @@ Deduplication matters more for text than it looks: public sets repeat texts (Ama
 one review onto every product variant, templated queries collide), and a test text that was also seen in
 training inflates every metric. So repeats are dropped, and a text that is in test (or valid) never stays
 in train.
+
+:func:`prepare_text` writes the result once to a processed folder, ``<data_dir>/processed/text/<name>-<key>/``
+(``texts.parquet``, ``labels.json``, ``meta.json``), keyed by the source's fingerprint and the parameters,
+and reuses it while they are unchanged; :func:`load_text_folder` reopens it without the raw files, which is
+how a checkpoint that stored the folder's name and key is evaluated later.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,7 +66,9 @@ MAX_RATING_STRATA = 20
 QUANTILE_STRATA = 10
 CONFIG_KEY = "data.text.source"
 NUMERIC_KINDS = {"integer", "floating", "mixed-integer-float", "decimal", "boolean"}  # pandas.api.types.infer_dtype
-FORMAT_VERSION = 1  # bump when the cleaning or splitting rules change, so cached tokenisations are redone
+FORMAT_VERSION = 1  # bump when the cleaning or splitting rules change: processed folders and tokenisations are redone
+TEXT_SCHEMA_VERSION = 1  # bump when the processed folder's files or their columns change
+TEXTS_FILE, LABELS_FILE, META_FILE = "texts.parquet", "labels.json", "meta.json"
 
 
 class TextSource:
@@ -470,6 +482,8 @@ class TextSplits:
     oos_label: index of the out-of-scope class, if the source has one.
     counts: rows read and rows dropped by each cleaning rule, in the order applied.
     fingerprint: of the source's content and every parameter that changes the splits.
+    path: the processed folder these splits were read from (:func:`prepare_text`), else None.
+    key: that folder's key (the source's fingerprint and the parameters, see :func:`text_folder`), else None.
     """
 
     train: pd.DataFrame
@@ -480,6 +494,8 @@ class TextSplits:
     oos_label: int | None
     counts: dict[str, int]
     fingerprint: str
+    path: Path | None = None
+    key: str | None = None
 
 
 def _normalise_whitespace(values: pd.Series) -> pd.Series:
@@ -580,6 +596,20 @@ def _label_map(train_labels: pd.Series, given: list[str] | None, shipped: list[s
     return base + _sorted_labels(label for label in found if label not in known)
 
 
+def _split_frames(rows: pd.DataFrame, task: str) -> dict[str, pd.DataFrame]:
+    """Train, valid and test of ``rows`` (text, label, split) as :class:`TextSplits` holds them, built one
+    way whether fresh or read from a processed folder, so both give equal frames."""
+    dtype = np.int64 if task == "classification" else np.float64
+    text, label, split = rows[TEXT].to_numpy(dtype=object), rows[LABEL].to_numpy(dtype=dtype), rows[SPLIT].to_numpy()
+    return {name: pd.DataFrame({TEXT: text[split == name], LABEL: label[split == name]}) for name in SPLITS}
+
+
+def _check_options(task: str, valid_ratio: float, test_ratio: float) -> None:
+    if task not in TASKS:
+        raise RecsysError(f"unknown task '{task}'; use one of: {', '.join(TASKS)}.")
+    _check_ratios(valid_ratio, test_ratio)
+
+
 def _check_ratios(valid_ratio: float, test_ratio: float) -> None:
     for key, ratio in (("valid_ratio", valid_ratio), ("test_ratio", test_ratio)):
         if not 0.0 <= ratio < 1.0:
@@ -618,9 +648,7 @@ def prepare_text_data(
     Returns:
         :class:`TextSplits`.
     """
-    if task not in TASKS:
-        raise RecsysError(f"unknown task '{task}'; use one of: {', '.join(TASKS)}.")
-    _check_ratios(valid_ratio, test_ratio)
+    _check_options(task, valid_ratio, test_ratio)
     frame = source.load()
     where = source.describe()
     counts = {"rows read": len(frame)}
@@ -670,11 +698,6 @@ def prepare_text_data(
         rows[LABEL] = codes
         oos = names.index(source.oos_label) if source.oos_label in names else None
 
-    def part(name: str) -> pd.DataFrame:
-        chosen = rows[rows[SPLIT] == name]
-        dtype = np.int64 if task == "classification" else np.float64
-        return pd.DataFrame({TEXT: chosen[TEXT].to_numpy(dtype=object), LABEL: chosen[LABEL].to_numpy(dtype=dtype)})
-
     parameters = {
         "source": [type(source).__name__, source.fingerprint()],
         "task": task,
@@ -686,12 +709,125 @@ def prepare_text_data(
         "version": FORMAT_VERSION,
     }
     return TextSplits(
-        train=part("train"),
-        valid=part("valid"),
-        test=part("test"),
+        **_split_frames(rows, task),
         task=task,
         label_names=names,
         oos_label=oos,
         counts=counts,
         fingerprint=hash_files([], parameters),
     )
+
+
+# --- processed folder ----------------------------------------------------------------------------------
+def text_folder(data_dir: str | os.PathLike, name: str, key: str) -> Path:
+    """The processed folder of dataset ``name`` whose key is ``key`` (what a checkpoint stores to reopen it)."""
+    return Path(data_dir) / "processed" / "text" / f"{name}-{key[:12]}"
+
+
+@contextlib.contextmanager
+def _atomic_folder(final: Path) -> Iterator[Path]:
+    """Yield an empty temporary sibling of ``final``; it replaces ``final`` only once the block succeeded,
+    so a failure keeps the old folder and a crash never leaves half of one at ``final``."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        yield tmp
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _stored_key(folder: Path) -> str | None:
+    try:
+        return json.loads((folder / META_FILE).read_text(encoding="utf-8")).get("key")
+    except (OSError, ValueError, AttributeError):  # absent, unreadable or not an object: rebuild it
+        return None
+
+
+def load_text_folder(path: str | os.PathLike) -> TextSplits:
+    """The splits of a processed text folder, equal to what :func:`prepare_text_data` returned when it was
+    written (columns, dtypes, row order, counts, fingerprint and label map); no raw file is read."""
+    folder = Path(path)
+    if not (folder / META_FILE).is_file():
+        raise RecsysError(
+            f"no processed text data at '{folder}'; it is written when a model trains on the raw data, so "
+            "rebuild it by training again with data.path=<the raw data>."
+        )
+    meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+    labels = json.loads((folder / LABELS_FILE).read_text(encoding="utf-8"))
+    rows = pd.read_parquet(folder / TEXTS_FILE)
+    task = meta["task"]
+    return TextSplits(
+        **_split_frames(rows, task),
+        task=task,
+        label_names=labels["label_names"],
+        oos_label=labels["oos_label"],
+        counts=meta["counts"],
+        fingerprint=meta["fingerprint"],
+        path=folder,
+        key=meta["key"],
+    )
+
+
+def prepare_text(
+    name: str,
+    source: TextSource,
+    data_dir: str | os.PathLike,
+    *,
+    task: str = "classification",
+    valid_ratio: float = 0.1,
+    test_ratio: float = 0.1,
+    seed: int = 0,
+    dedupe: bool = True,
+    label_names: list[str] | None = None,
+    force: bool = False,
+) -> tuple[TextSplits, bool]:
+    """Load the processed text folder for this source and these parameters, building it first if needed.
+
+    The folder's key is computed without loading the data: from ``source.fingerprint()`` (a hash of the
+    files or the generator's parameters) and the arguments of :func:`prepare_text_data`, which builds the
+    folder's content. ``force`` rebuilds an existing folder.
+
+    Returns:
+        The splits (with ``path`` and ``key`` set) and whether an existing folder was reused.
+    """
+    _check_options(task, valid_ratio, test_ratio)
+    parameters = {
+        "source": [type(source).__name__, source.fingerprint()],
+        "task": task,
+        "valid_ratio": float(valid_ratio),
+        "test_ratio": float(test_ratio),
+        "seed": int(seed),
+        "dedupe": bool(dedupe),
+        "label_names": None if label_names is None else [str(label) for label in label_names],
+        "format_version": FORMAT_VERSION,
+    }
+    key = hash_files([], {**parameters, "schema": TEXT_SCHEMA_VERSION})
+    folder = text_folder(data_dir, name, key)
+    if not force and _stored_key(folder) == key:
+        return load_text_folder(folder), True
+
+    splits = prepare_text_data(source, task, valid_ratio, test_ratio, seed, dedupe, label_names)
+    parts = {split: getattr(splits, split) for split in SPLITS}
+    rows = pd.concat([frame.assign(**{SPLIT: split}) for split, frame in parts.items()], ignore_index=True)
+    labels = {"label_names": splits.label_names, "oos_label": splits.oos_label}
+    meta = {
+        "name": name,
+        "source": source.describe(),
+        "key": key,
+        "fingerprint": splits.fingerprint,
+        "task": task,
+        **labels,
+        "counts": splits.counts,
+        "splits": {split: len(frame) for split, frame in parts.items()},
+        "parameters": parameters,
+        "schema": TEXT_SCHEMA_VERSION,
+    }
+    with _atomic_folder(folder) as tmp:
+        rows.to_parquet(tmp / TEXTS_FILE, index=False)
+        (tmp / LABELS_FILE).write_text(json.dumps(labels, indent=2) + "\n", encoding="utf-8")
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    return load_text_folder(folder), False

@@ -8,14 +8,25 @@ so no model has its own evaluation loop.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytorch_lightning as pl
 import torch
 
 from recsys_cli.data import batch as keys
+from recsys_cli.data.spec import DataSpec
 
 
 class Recommender(pl.LightningModule):
     """Base class: ``n_items`` and ``max_len`` come from the data; the rest from ``conf/model``."""
+
+    # The model family that trains, evaluates and applies this model (recsys_cli.families).
+    family = "recsys_cli.families.recommender.RecommenderFamily"
+
+    @classmethod
+    def data_arguments(cls, data: DataSpec) -> dict[str, Any]:
+        """The constructor arguments that come from the data; a model that needs more extends this."""
+        return {"n_items": data.n_items, "max_len": data.max_len}
 
     def __init__(
         self,

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from recsys_cli.data import batch as keys
+from recsys_cli.data.spec import DataSpec
 from recsys_cli.errors import RecsysError
 from recsys_cli.models import encoders
 
@@ -29,7 +30,16 @@ POOLING = ("mean", "cls")
 class BertIntent(pl.LightningModule):
     """Text → intent logits (or a rating). Sizes and label names come from the data."""
 
-    family = "text"
+    # The model family that trains, evaluates and applies this model (recsys_cli.families).
+    family = "recsys_cli.families.text.TextFamily"
+
+    @classmethod
+    def data_arguments(cls, data: DataSpec) -> dict[str, Any]:
+        """Label names (classification) or the target's scale (regression) come from the data."""
+        arguments: dict[str, Any] = {"n_labels": data.n_labels, "label_names": data.label_names}
+        if data.target_mean is not None:
+            arguments.update(target_mean=data.target_mean, target_std=data.target_std)
+        return arguments
 
     def __init__(
         self,

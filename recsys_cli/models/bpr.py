@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from recsys_cli.data import batch as keys
+from recsys_cli.data.spec import DataSpec
 from recsys_cli.models.base import DotProductRecommender
 from recsys_cli.models.components import sample_negatives
 
@@ -49,6 +50,10 @@ DENSE_SCORES_MAX = 1 << 23
 
 
 class BPR(DotProductRecommender):
+    @classmethod
+    def data_arguments(cls, data: DataSpec) -> dict[str, Any]:
+        return {**super().data_arguments(data), "n_users": data.n_users}
+
     def __init__(
         self,
         n_items: int,

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from recsys_cli.data import batch as keys
+from recsys_cli.data.spec import DataSpec
 from recsys_cli.models.base import Recommender
 
 
@@ -54,12 +55,19 @@ def in_batch_logits(
 
 
 class TwoTower(Recommender):
+    @classmethod
+    def data_arguments(cls, data: DataSpec) -> dict[str, Any]:
+        return {
+            **super().data_arguments(data),
+            "item_features": data.item_features,
+            "feature_vocab_size": data.item_feature_vocab,
+        }
+
     def __init__(
         self,
         n_items: int,
         max_len: int,
         item_features: torch.Tensor | None = None,
-        feature_shape: list[int] | None = None,
         feature_vocab_size: int | None = None,
         use_item_features: bool = True,
         embedding_size: int = 64,
@@ -70,30 +78,28 @@ class TwoTower(Recommender):
         logq_correction: bool = True,
         **training: Any,
     ) -> None:
-        """``item_features [n_items + 1, F]``: word ids per item (0 = pad), from the data.
+        """``item_features [n_items + 1, F]``: word ids per item (0 = pad) from a vocabulary of
+        ``feature_vocab_size`` words (default: the largest id + 1), from the data.
 
-        A checkpoint stores only ``feature_shape``/``feature_vocab_size`` (not the matrix, which is a
-        buffer in the weights), so ``build_module`` rebuilds a model with a buffer of the right shape.
+        The matrix is a buffer saved with the weights; a checkpoint rebuilds the model from its stored
+        :class:`~recsys_cli.data.spec.DataSpec` (a zero matrix of the same shape, refilled by the weights).
         """
         super().__init__(n_items=n_items, max_len=max_len, **training)
         if temperature <= 0:
             from recsys_cli.errors import RecsysError
 
             raise RecsysError(f"model.temperature={temperature} must be positive; e.g. model.temperature=0.05.")
-        if use_item_features and item_features is not None:
-            feature_shape = list(item_features.shape)
+        if item_features is not None and not feature_vocab_size:
             feature_vocab_size = int(item_features.max()) + 1
-        if not use_item_features or not feature_shape or not feature_vocab_size or feature_vocab_size < 2:
-            feature_shape, feature_vocab_size = None, None  # no words: the id embedding alone
+        if not use_item_features or item_features is None or not feature_vocab_size or feature_vocab_size < 2:
+            item_features, feature_vocab_size = None, None  # no words: the id embedding alone
         self.save_hyperparameters(ignore=["item_features"])
-        self.hparams["feature_shape"], self.hparams["feature_vocab_size"] = feature_shape, feature_vocab_size
         self.temperature = temperature
         self.logq_correction = logq_correction
         self.item_embedding = nn.Embedding(n_items + 1, embedding_size, padding_idx=0)
         self.word_embedding = None
-        if feature_shape is not None:
-            features = torch.zeros(feature_shape, dtype=torch.long) if item_features is None else item_features
-            self.register_buffer("item_features", features.long())
+        if item_features is not None:
+            self.register_buffer("item_features", item_features.long())
             self.word_embedding = nn.Embedding(feature_vocab_size, embedding_size, padding_idx=0)
             nn.init.normal_(self.word_embedding.weight, std=0.02)
             self.word_embedding.weight.data[0].zero_()

@@ -14,7 +14,10 @@ from recsys_cli.data.text import (
     SyntheticQueries,
     TableTextSource,
     TextSource,
+    load_text_folder,
+    prepare_text,
     prepare_text_data,
+    text_folder,
 )
 from recsys_cli.errors import RecsysError
 from tests.conftest import shared_dataset
@@ -27,8 +30,10 @@ class FrameSource(TextSource):
         self.frame = frame
         self.label_names = label_names
         self.oos_label = oos_label
+        self.loads = 0
 
     def load(self) -> pd.DataFrame:
+        self.loads += 1
         return self.frame.copy()
 
     def fingerprint(self) -> str:
@@ -376,6 +381,123 @@ def test_synthetic_queries_are_labelled_with_their_intents():
     assert len(splits.label_names) == 3 and len(splits.test) > 0
     assert len(set(all_texts(splits))) == len(all_texts(splits))
     assert source.fingerprint() == SyntheticQueries(**params).fingerprint() != SyntheticQueries(seed=1).fingerprint()
+
+
+# --- processed folder ---------------------------------------------------------------------------------
+def assert_same_splits(loaded, fresh) -> None:
+    """Everything a model sees: the frames exactly (dtypes, order, index), the labels and the counts."""
+    for split in ("train", "valid", "test"):
+        pd.testing.assert_frame_equal(getattr(loaded, split), getattr(fresh, split), check_exact=True)
+        assert all(type(text) is str for text in getattr(loaded, split)["text"])
+    assert (loaded.task, loaded.label_names, loaded.oos_label) == (fresh.task, fresh.label_names, fresh.oos_label)
+    assert loaded.counts == fresh.counts and list(loaded.counts) == list(fresh.counts)
+    assert loaded.fingerprint == fresh.fingerprint
+
+
+def shop_texts() -> pd.DataFrame:
+    """Classes with an out-of-scope one, repeated texts and a text leaking from test into train."""
+    frame = classes({"b": 12, "oos": 6, "a": 12}).assign(split=["train"] * 26 + ["test"] * 4)
+    repeats = pd.DataFrame({"text": ["TEXT 0 of b", "text 29 of a"], "label": ["b", "a"], "split": "train"})
+    return pd.concat([frame, repeats], ignore_index=True)
+
+
+def test_prepare_text_writes_a_folder_and_reuses_it(tmp_path):
+    source = FrameSource(shop_texts(), label_names=["a", "b"], oos_label="oos")
+    splits, reused = prepare_text("shop", source, tmp_path, seed=2)
+    folder = text_folder(tmp_path, "shop", splits.key)
+    assert not reused and source.loads == 1 and splits.path == folder
+    assert sorted(p.name for p in (tmp_path / "processed" / "text").iterdir()) == [folder.name]  # no temp left
+    assert sorted(p.name for p in folder.iterdir()) == ["labels.json", "meta.json", "texts.parquet"]
+    assert json.loads((folder / "labels.json").read_text()) == {"label_names": ["a", "b", "oos"], "oos_label": 2}
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["key"] == splits.key and meta["fingerprint"] == splits.fingerprint and meta["name"] == "shop"
+    assert meta["splits"] == {"train": len(splits.train), "valid": len(splits.valid), "test": len(splits.test)}
+    assert meta["parameters"]["seed"] == 2 and meta["counts"]["test/valid texts removed from train"] == 1
+
+    again, reused = prepare_text("shop", source, tmp_path, seed=2)
+    assert reused and source.loads == 1  # the raw data is not read again
+    assert_same_splits(again, splits)
+    rebuilt, reused = prepare_text("shop", source, tmp_path, seed=2, force=True)
+    assert not reused and source.loads == 2 and rebuilt.path == folder
+    assert_same_splits(rebuilt, splits)
+
+
+def test_each_parameter_and_given_label_map_has_its_own_folder(tmp_path):
+    source = FrameSource(classes({"a": 20, "b": 20}))
+    base, _ = prepare_text("toy", source, tmp_path)
+    names = base.label_names
+    variants = [
+        {"seed": 1},
+        {"valid_ratio": 0.2},
+        {"test_ratio": 0.2},
+        {"dedupe": False},
+        {"label_names": ["b", "a"]},
+        {"label_names": names},  # the same resulting data, but another request: the key follows the request
+    ]
+    paths = {base.path}
+    for params in variants:
+        splits, reused = prepare_text("toy", source, tmp_path, **params)
+        assert not reused and splits.path not in paths, params
+        paths.add(splits.path)
+    assert prepare_text("toy", source, tmp_path, label_names=names)[0].fingerprint == base.fingerprint
+    assert prepare_text("other", source, tmp_path)[0].path != base.path  # another dataset name
+    source.frame.loc[0, "text"] = "changed"  # another content: another source fingerprint
+    assert prepare_text("toy", source, tmp_path)[0].path not in paths
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_processed_folder_round_trips_prepare_text_data(tmp_path, task):
+    if task == "classification":
+        source = FrameSource(shop_texts(), label_names=["a", "b"], oos_label="oos")
+    else:
+        ratings = [1.0, 2.5, 4.0, 4.5, 5.0] * 8
+        frame = pd.DataFrame({"text": [f"review {i % 36}" for i in range(40)], "label": ratings})
+        source = FrameSource(frame)
+    params = {"task": task, "valid_ratio": 0.2, "test_ratio": 0.1, "seed": 5}
+    fresh = prepare_text_data(source, **params)
+    splits, _ = prepare_text("rt", source, tmp_path, **params)
+    assert_same_splits(splits, fresh)
+    assert_same_splits(load_text_folder(splits.path), fresh)
+    assert fresh.train["label"].dtype == (np.int64 if task == "classification" else np.float64)
+
+
+def test_folder_loads_after_the_raw_files_are_gone(tmp_path):
+    write_banking(tmp_path / "b77")
+    source = Banking77Source(str(tmp_path / "b77"))
+    fresh = prepare_text_data(source)
+    splits, _ = prepare_text("banking77", source, tmp_path / "data")
+    name, key = "banking77", splits.key  # what a checkpoint stores
+    for path in (tmp_path / "b77").iterdir():
+        path.unlink()
+    (tmp_path / "b77").rmdir()
+    reopened = load_text_folder(text_folder(tmp_path / "data", name, key))
+    assert_same_splits(reopened, fresh)
+    assert reopened.label_names == ["top_up", "lost_card", "card_arrival"] and reopened.key == key
+    with pytest.raises(RecsysError, match=r"no processed text data at .*data.path="):
+        load_text_folder(text_folder(tmp_path / "data", name, "0" * 32))
+
+
+def test_a_failed_write_leaves_no_half_folder(tmp_path, monkeypatch):
+    source = FrameSource(classes({"a": 10, "b": 10}))
+    processed = tmp_path / "processed" / "text"
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(pd.DataFrame, "to_parquet", broken)
+        with pytest.raises(OSError, match="disk full"):
+            prepare_text("toy", source, tmp_path)
+    assert list(processed.iterdir()) == []
+    splits, _ = prepare_text("toy", source, tmp_path)
+    with monkeypatch.context() as patch:  # a failed rebuild keeps the complete folder it would replace
+        patch.setattr(pd.DataFrame, "to_parquet", broken)
+        with pytest.raises(OSError, match="disk full"):
+            prepare_text("toy", source, tmp_path, force=True)
+    assert list(processed.iterdir()) == [splits.path]
+    again, reused = prepare_text("toy", source, tmp_path)
+    assert reused and source.loads == 3  # the failed write, the build, the failed rebuild
+    assert_same_splits(again, splits)
 
 
 # --- real data (skipped where ../shared/data is absent) -----------------------------------------------

@@ -21,12 +21,13 @@ from recsys_cli.data import batch as keys
 from recsys_cli.data.datamodule import SequenceDataModule
 from recsys_cli.data.features import item_feature_tokens
 from recsys_cli.data.preprocess import TRAIN
+from recsys_cli.data.spec import DataSpec
 from recsys_cli.errors import RecsysError
+from recsys_cli.families.recommender import prepare_interactions
 from recsys_cli.models.bpr import BPR, positive_pairs
 from recsys_cli.models.itemknn import ItemKNN, cosine_neighbours
 from recsys_cli.models.twotower import TwoTower, in_batch_logits
 from recsys_cli.tasks import evaluate, predict, train
-from recsys_cli.tasks.preprocess import prepare_data
 
 N_GROUPS, ITEMS_PER_GROUP, USERS_PER_GROUP = 8, 15, 40
 
@@ -142,7 +143,7 @@ def test_bpr_on_other_data_reads_each_user_through_the_checkpoint_vocabulary(tra
 
 def test_bpr_pairs_cover_every_training_interaction_exactly_once(tmp_path):
     cfg = compose_config(["data=synthetic", "data.source.n_users=60", f"paths.data_dir={tmp_path}"])
-    processed = prepare_data(cfg).processed
+    processed = prepare_interactions(cfg)[0]
     inter = processed.interactions[processed.interactions["split"] == TRAIN]
     expected = Counter(zip(inter["user_idx"].tolist(), inter["item_idx"].tolist()))
     # max_len 7 with stride 7 and 3: multi-window users, and users whose first window is left-padded
@@ -314,13 +315,18 @@ def test_logq_correction_lowers_a_popular_item_against_a_rare_one():
     assert (plain[0, 1:6] == 0).all()  # copies of a row's own positive are never its negatives
 
 
-def test_twotower_item_features_live_in_the_weights_not_the_hyperparameters():
+def test_twotower_item_features_live_in_the_weights_and_come_back_from_the_spec():
     items = pd.DataFrame({"item_idx": [1, 2, 3], "title": ["red shoe", "blue shoe", "green hat"]})
     features = torch.from_numpy(item_feature_tokens(items, n_items=3, max_tokens=4))
-    model = TwoTower(n_items=3, max_len=5, item_features=features, embedding_size=8, hidden_size=8, output_size=8)
+    spec = DataSpec(n_items=3, max_len=5, item_features=features, item_feature_vocab=int(features.max()) + 1)
+    sizes = {"embedding_size": 8, "hidden_size": 8, "output_size": 8}
+    model = TwoTower(**TwoTower.data_arguments(spec), **sizes)
     hparams = dict(model.hparams)
-    assert "item_features" not in hparams and hparams["feature_shape"] == [4, 4]
-    rebuilt = TwoTower(**hparams)
+    assert "item_features" not in hparams
+    # A checkpoint keeps the spec as shapes only: the rebuilt buffer is zeros until the weights refill it.
+    stored = DataSpec.from_meta(spec.to_meta())
+    assert stored.item_features.shape == features.shape and not stored.item_features.any()
+    rebuilt = TwoTower(**{**hparams, **TwoTower.data_arguments(stored)})
     rebuilt.load_state_dict(model.state_dict())
     assert torch.equal(rebuilt.item_features, features)
     # Items sharing a word share part of their input: "shoe" makes items 1 and 2 closer than 1 and 3.
@@ -328,4 +334,4 @@ def test_twotower_item_features_live_in_the_weights_not_the_hyperparameters():
     cos = torch.nn.functional.cosine_similarity
     assert cos(inputs[0], inputs[1], dim=0) > cos(inputs[0], inputs[2], dim=0)
     without = TwoTower(n_items=3, max_len=5, item_features=features, use_item_features=False)
-    assert without.word_embedding is None and without.hparams["feature_shape"] is None
+    assert without.word_embedding is None and without.hparams["feature_vocab_size"] is None

@@ -1,0 +1,322 @@
+"""The run core: one training and one evaluation procedure for every model family.
+
+It owns the run folder, the trainer (callbacks: early stopping, checkpoints, memory release), fit then
+validate and test of the best checkpoint, ``metrics.json``, checkpoint metadata and the evaluation of a
+checkpoint. What differs between families (data, model sizes, evaluator, reports, predictions) comes from
+the run's :class:`~recsys_cli.core.family.ModelFamily`, chosen once from the model's class.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from recsys_cli.config import compose_config, make_run_dir, run_name, save_config, to_container
+from recsys_cli.core.family import ModelFamily, Prepared, family_for, family_of_checkpoint
+from recsys_cli.data.spec import DataSpec
+from recsys_cli.errors import RecsysError
+from recsys_cli.io import atomic_write_json
+
+RUN_DIR_ENV = "RECSYS_RUN_DIR"
+# Keys of a model's config that are run settings, not constructor arguments: its name, its `recipe:`
+# (data.max_len, trainer.max_epochs, ... that the model recommends) and a checkpoint to start from.
+MODEL_SETTINGS = ("name", "recipe", "init_from")
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    metrics: dict[str, Any]
+    overrides: list[str] = field(default_factory=list)
+
+    @property
+    def best_checkpoint(self) -> Path:
+        return self.run_dir / "checkpoints" / "best.ckpt"
+
+
+@dataclass
+class EvalResult:
+    metrics: dict[str, Any]
+    output: Path
+
+
+# --- the process ----------------------------------------------------------------------------------------
+def start_task(seed: int | None = None) -> None:
+    """What every task does first: quiet third-party chatter, keep freed memory, seed everything."""
+    from recsys_cli.runtime import keep_freed_memory, quiet_libraries
+
+    quiet_libraries()
+    keep_freed_memory()
+    if seed is not None:
+        import pytorch_lightning as pl
+
+        pl.seed_everything(seed, workers=True, verbose=False)
+
+
+def is_ddp_worker() -> bool:
+    """True in a process that Lightning, torchrun or SLURM started as rank > 0 of a distributed run."""
+    return any(os.environ.get(name, "0") != "0" for name in ("LOCAL_RANK", "RANK", "NODE_RANK"))
+
+
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# --- building -------------------------------------------------------------------------------------------
+def build_model(cfg: DictConfig, spec: DataSpec) -> Any:
+    """Instantiate ``cfg.model`` with the arguments its class takes from the data (``data_arguments``)."""
+    from hydra.utils import get_class
+
+    from recsys_cli.config import build
+
+    arguments = {key: value for key, value in cfg.model.items() if key not in MODEL_SETTINGS}
+    from_data = get_class(cfg.model._target_).data_arguments(spec)
+    return build(arguments, f"model={cfg.model.name}", "check the model.* keys.", **from_data)
+
+
+def build_trainer(cfg: DictConfig, callbacks: list[Any], logger: Any, run_dir: Path | None, **overrides: Any) -> Any:
+    """``cfg.trainer`` with the run's callbacks, an atomic checkpoint writer and the resolved precision."""
+    from hydra.utils import instantiate
+
+    from recsys_cli.checkpoint import AtomicCheckpointIO
+    from recsys_cli.runtime import resolve_precision
+
+    kwargs: dict[str, Any] = {"callbacks": callbacks, "logger": logger, "plugins": [AtomicCheckpointIO()], **overrides}
+    if "precision" not in overrides:
+        kwargs["precision"] = resolve_precision(cfg.trainer.get("precision", "32-true"), cfg.trainer.get("accelerator"))
+    if run_dir is not None:
+        kwargs["default_root_dir"] = str(run_dir)
+    return instantiate(cfg.trainer, **kwargs)
+
+
+def evaluation_trainer(cfg: DictConfig, callbacks: list[Any]) -> Any:
+    """A trainer that scores every validation and test batch once, in one process on one device.
+
+    Evaluation always covers every user or text, whatever batch limits or DDP the training run used.
+    """
+    return build_trainer(
+        cfg,
+        callbacks,
+        logger=False,
+        run_dir=None,
+        limit_val_batches=1.0,
+        limit_test_batches=1.0,
+        devices=1,
+        num_nodes=1,
+        strategy="auto",
+    )
+
+
+def resolve_run_dir(cfg: DictConfig, run_dir: Path | None) -> Path:
+    """The run folder (created, resolved config saved); DDP workers share rank 0's."""
+    if is_ddp_worker() and run_dir is None:
+        # A DDP worker: Lightning's launcher passes rank 0's folder in the environment; under torchrun
+        # or SLURM every rank starts alone, so a fixed run.name is what names the shared folder.
+        run_dir = Path(os.environ.get(RUN_DIR_ENV) or Path(cfg.paths.runs_dir) / run_name(cfg))
+    elif run_dir is None:
+        run_dir = make_run_dir(cfg)
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+    os.environ[RUN_DIR_ENV] = str(run_dir)  # inherited by the workers Lightning launches for DDP
+    return run_dir
+
+
+def checkpoint_metadata(
+    cfg: DictConfig,
+    family: ModelFamily,
+    data: Prepared,
+    datamodule: Any,
+    protocol: dict[str, Any],
+    overrides: list[str],
+) -> dict[str, Any]:
+    """The ``recsys`` entry of every checkpoint: what eval and predict need besides the weights."""
+    from recsys_cli import __version__
+
+    return {
+        "kind": family.kind,
+        "version": __version__,
+        "config": to_container(cfg),
+        "overrides": list(overrides),
+        "protocol": protocol,
+        "spec": data.spec.to_meta(),
+        "data": family.checkpoint_data(cfg, data, datamodule),
+    }
+
+
+# --- training -------------------------------------------------------------------------------------------
+def train(cfg: DictConfig, run_dir: Path | None = None, overrides: list[str] | None = None) -> TrainResult:
+    """Train ``cfg.model`` on ``cfg.data`` to early stop; validate and test the best checkpoint."""
+    from recsys_cli.checkpoint import CheckpointMetadata
+
+    overrides = list(overrides or [])
+    family = family_for(cfg)
+    start_task(cfg.seed)
+    if not family.reads(cfg.data):
+        raise RecsysError(family.missing_data_message(cfg))
+    data = family.prepare(cfg)
+    model = build_model(cfg, data.spec)
+    datamodule = family.datamodule(cfg, data, model)
+    run_dir = resolve_run_dir(cfg, run_dir)
+    before = family.before_fit(cfg, model, datamodule)
+    protocol = family.protocol(cfg, data)
+    evaluator = family.evaluator(cfg, data)
+    metadata = CheckpointMetadata(checkpoint_metadata(cfg, family, data, datamodule, protocol, overrides))
+    fitted = fit_and_test(cfg, model, datamodule, [evaluator, metadata], run_dir)
+    if fitted is None:  # a DDP worker (rank > 0): rank 0 reports
+        return TrainResult(run_dir=run_dir, metrics={}, overrides=overrides)
+    metrics = {
+        "model": cfg.model.name,
+        "data": cfg.data.name,
+        "seed": cfg.seed,
+        "protocol": protocol,
+        "valid": evaluator.results.get("val", {}),
+        "test": evaluator.results.get("test", {}),
+        **fitted,
+        "checkpoint": str(run_dir / "checkpoints" / "best.ckpt"),
+        "processed_data": str(data.path) if data.path is not None else None,
+        **before,
+    }
+    metrics.update(family.reports(run_dir, evaluator, data, model, metrics))
+    metrics["overrides"] = overrides
+    atomic_write_json(run_dir / "metrics.json", metrics)
+    return TrainResult(run_dir=run_dir, metrics=metrics, overrides=overrides)
+
+
+def fit_and_test(
+    cfg: DictConfig, model: Any, datamodule: Any, callbacks: list[Any], run_dir: Path
+) -> dict[str, Any] | None:
+    """Fit with early stopping on ``train.monitor``, then validate and test the best checkpoint.
+
+    ``callbacks`` hold the evaluator (which logs the monitored metric) and the checkpoint metadata.
+    Returns the fit's epochs, timing and memory (None in DDP workers of rank > 0).
+    """
+    from hydra.utils import instantiate
+    from pytorch_lightning.callbacks import EarlyStopping, LambdaCallback, ModelCheckpoint
+
+    from recsys_cli.runtime import release_freed_memory
+
+    train = cfg.train
+    checkpoints = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints",
+        filename="best",
+        monitor=train.monitor,
+        mode=train.mode,
+        save_top_k=1,
+        save_last=True,
+        save_weights_only=train.save_weights_only,
+        auto_insert_metric_name=False,
+    )
+    stopper = EarlyStopping(monitor=train.monitor, mode=train.mode, patience=train.patience, min_delta=train.min_delta)
+    logger = instantiate(cfg.logger, save_dir=str(run_dir)) if cfg.logger.get("_target_") else False
+    trim = LambdaCallback(on_train_epoch_end=lambda *_: release_freed_memory())
+    trainer = build_trainer(cfg, [*callbacks, checkpoints, stopper, trim], logger, run_dir)
+
+    start = time.perf_counter()
+    trainer.fit(model, datamodule=datamodule)
+    fit_seconds = time.perf_counter() - start
+    epochs = trainer.current_epoch
+    best_path = checkpoints.best_model_path or checkpoints.last_model_path
+    if not best_path:
+        raise RecsysError(
+            f"training produced no checkpoint (is {train.monitor} logged?); "
+            "check train.monitor and trainer.limit_val_batches."
+        )
+    best_epoch = _checkpoint_epoch(best_path)
+    trainer.validate(model, datamodule=datamodule, ckpt_path=best_path, verbose=False)
+    trainer.test(model, datamodule=datamodule, ckpt_path=best_path, verbose=False)
+    if trainer.global_rank != 0:
+        return None
+    if Path(best_path).name != "best.ckpt":
+        shutil.copyfile(best_path, checkpoints.dirpath + "/best.ckpt")
+    return {
+        "epochs": epochs,
+        "best_epoch": best_epoch,
+        "fit_seconds": round(fit_seconds, 3),
+        "seconds_per_epoch": round(fit_seconds / max(1, epochs), 3),
+        "peak_memory_mb": round(peak_memory_mb(), 1),
+    }
+
+
+def _checkpoint_epoch(path: str) -> int | None:
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=True).get("epoch")
+
+
+# --- evaluating a checkpoint ----------------------------------------------------------------------------
+def merge_overrides(base: list[str], extra: list[str]) -> list[str]:
+    """Later overrides of the same key replace earlier ones (Hydra rejects a group chosen twice)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    merged: dict[str, str] = {}
+    for line in [*base, *extra]:
+        merged[parser.parse_override(line).get_key_element().lstrip("+~")] = line
+    return list(merged.values())
+
+
+def checkpoint_config(checkpoint: dict[str, Any], overrides: list[str]) -> DictConfig:
+    """The checkpoint's resolved config, or its run's overrides composed again with ``overrides`` after them."""
+    from recsys_cli.checkpoint import KEY
+
+    meta = checkpoint[KEY]
+    if overrides:
+        return compose_config(merge_overrides(meta.get("overrides", []), overrides))
+    return OmegaConf.create(meta["config"])
+
+
+def run_dir_of(checkpoint: Path) -> Path:
+    return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
+
+
+def evaluate(
+    checkpoint_path: str | Path,
+    overrides: list[str] | None = None,
+    output: str | Path | None = None,
+    baselines: bool = False,
+) -> EvalResult:
+    """Validation and test metrics of a checkpoint, on its own data or (``overrides``) on other data."""
+    from recsys_cli.checkpoint import build_module, load_checkpoint
+
+    start_task()
+    checkpoint_path = Path(checkpoint_path)
+    checkpoint = load_checkpoint(checkpoint_path)
+    family = family_of_checkpoint(checkpoint)
+    cfg = checkpoint_config(checkpoint, list(overrides or []))
+    model = build_module(checkpoint)
+    data = family.reopen(cfg, checkpoint)
+    datamodule = family.datamodule(cfg, data, model)
+    evaluator = family.evaluator(cfg, data, checkpoint)
+    trainer = evaluation_trainer(cfg, [evaluator])
+    datamodule.setup("test")  # build the evaluation sets before the clock starts
+    start = time.perf_counter()
+    trainer.validate(model, datamodule=datamodule, verbose=False)
+    valid_seconds = time.perf_counter() - start
+    trainer.test(model, datamodule=datamodule, verbose=False)
+    test_seconds = time.perf_counter() - start - valid_seconds
+    output = Path(output) if output else run_dir_of(checkpoint_path) / "eval" / "metrics.json"
+    metrics = {
+        "checkpoint": str(checkpoint_path),
+        "seconds": {"valid": round(valid_seconds, 4), "test": round(test_seconds, 4)},
+        "model": cfg.model.name,
+        "data": cfg.data.name,
+        "same_data_as_training": data.same_as_checkpoint,
+        **data.info,
+        "protocol": family.protocol(cfg, data),
+        "valid": evaluator.results.get("val", {}),
+        "test": evaluator.results.get("test", {}),
+    }
+    metrics.update(family.reports(output.parent, evaluator, data, model, metrics))
+    if baselines:
+        metrics["baselines"] = family.baselines(cfg, data)
+    atomic_write_json(output, metrics)
+    return EvalResult(metrics=metrics, output=output)

@@ -1,0 +1,71 @@
+"""The typed description of a dataset that every model is built from: :class:`DataSpec`.
+
+A model family's prepared data describes itself once as a ``DataSpec`` (sizes, id-derived tensors, label
+names, target scale); each model class says which of its constructor arguments come from it
+(``data_arguments(spec)``), so no task reads a model's signature and no model reads a config.
+
+A checkpoint stores the spec as plain types (:meth:`DataSpec.to_meta`): tensors as their shape and dtype
+only, since their values are model buffers already saved in the weights. :meth:`DataSpec.from_meta` gives
+back a spec whose tensors are zeros of that shape, so the model is rebuilt with buffers of the right size
+and ``load_state_dict`` fills them in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+
+
+@dataclass
+class DataSpec:
+    """What a model may learn from the data, whichever family it belongs to.
+
+    Interaction data: ``n_users``, ``n_items`` (indices ``1..n``; 0 is padding), ``max_len`` (the history
+    length batches carry), ``item_features`` (``[n_items + 1, F]`` word indices of each item's text, 0 =
+    padding) with its vocabulary size ``item_feature_vocab``.
+    Text data: ``task``, ``label_names`` (class index → name), ``oos_label`` (the out-of-scope class, if
+    any), and for regression the training targets' ``target_mean`` and ``target_std``.
+    """
+
+    n_users: int = 0
+    n_items: int = 0
+    max_len: int = 0
+    item_features: torch.Tensor | None = None
+    item_feature_vocab: int = 0
+    task: str | None = None
+    label_names: list[str] | None = None
+    oos_label: int | None = None
+    target_mean: float | None = None
+    target_std: float | None = None
+
+    @property
+    def n_labels(self) -> int:
+        """Outputs of a text model's head: one per label, or one for a numeric target."""
+        return len(self.label_names or []) or 1
+
+    def to_meta(self) -> dict[str, Any]:
+        """Plain types only (``torch.load(weights_only=True)`` reads them); tensors as shape and dtype."""
+        meta: dict[str, Any] = {}
+        for spec_field in fields(self):
+            value = getattr(self, spec_field.name)
+            if isinstance(value, torch.Tensor):
+                value = {"tensor": list(value.shape), "dtype": str(value.dtype).removeprefix("torch.")}
+            elif isinstance(value, list):
+                value = list(value)
+            meta[spec_field.name] = value
+        return meta
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any]) -> DataSpec:
+        """The spec a checkpoint stored; its tensors are zeros of the stored shape (the weights refill them)."""
+        known = {spec_field.name for spec_field in fields(cls)}
+        values: dict[str, Any] = {}
+        for name, value in meta.items():
+            if name not in known:
+                continue
+            if isinstance(value, dict) and "tensor" in value:
+                value = torch.zeros(value["tensor"], dtype=getattr(torch, value["dtype"]))
+            values[name] = value
+        return cls(**values)

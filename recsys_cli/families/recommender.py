@@ -1,0 +1,460 @@
+"""The recommender family: models that rank items for a user's history (pop, BPR, SASRec, ...).
+
+Data: an interaction log (``data.source``) processed into ``data/processed/<name>-<fingerprint>/``
+(:mod:`recsys_cli.data.preprocess`), batched by :class:`~recsys_cli.data.datamodule.SequenceDataModule`.
+Evaluation: full (or sampled) ranking by :class:`~recsys_cli.evaluation.protocol.RankingEvaluator`, with
+per-user metric files. Checkpoints carry the id maps, titles, training popularity and every user's known
+history, so `recsys predict` needs nothing but the file.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig
+
+from recsys_cli.config import build, to_container
+from recsys_cli.core.family import ModelFamily, PredictRequest, PredictResult, Prepared
+from recsys_cli.data.preprocess import TRAIN, PreprocessConfig, Processed, fingerprint, load_processed, prepare
+from recsys_cli.data.spec import DataSpec
+from recsys_cli.errors import RecsysError
+
+USER_COLUMN = "user_id"
+HISTORY_COLUMN = "history"
+
+
+# --- data -------------------------------------------------------------------------------------------
+def preprocess_config(data_cfg: DictConfig) -> PreprocessConfig:
+    split = data_cfg.split
+    return PreprocessConfig(
+        rating_threshold=data_cfg.preprocess.rating_threshold,
+        min_user_interactions=data_cfg.preprocess.min_user_interactions,
+        min_item_interactions=data_cfg.preprocess.min_item_interactions,
+        split=split.kind,
+        valid_ratio=split.valid_ratio,
+        test_ratio=split.test_ratio,
+        # Configs stored in checkpoints written before the key existed have no seed: 0, its default.
+        split_seed=split.get("seed", 0),
+    )
+
+
+def build_source(data_cfg: DictConfig) -> Any:
+    return build(data_cfg.source, f"the data source of data={data_cfg.name}", "check the data.source keys.")
+
+
+def processed_folder(data_dir: str | Path, name: str, data_fingerprint: str) -> Path:
+    return Path(data_dir) / "processed" / f"{name}-{data_fingerprint[:12]}"
+
+
+def prepare_interactions(
+    cfg: DictConfig, item_vocab: list[str] | None = None, force: bool = False, user_vocab: list[str] | None = None
+) -> tuple[Processed, bool]:
+    """The processed interaction log of ``cfg.data`` (built once, then reused) and whether it was reused."""
+    return prepare(
+        cfg.data.name,
+        build_source(cfg.data),
+        preprocess_config(cfg.data),
+        cfg.paths.data_dir,
+        item_vocab=item_vocab,
+        force=force,
+        user_vocab=user_vocab,
+    )
+
+
+def train_item_counts(processed: Processed) -> np.ndarray:
+    """Popularity in the training split, indexed by item index (0 = padding)."""
+    inter = processed.interactions
+    items = inter["item_idx"].to_numpy().astype(np.int64)
+    return np.bincount(items[inter["split"].to_numpy() == TRAIN], minlength=processed.n_items + 1)
+
+
+def data_spec(processed: Processed, max_len: int) -> DataSpec:
+    """Sizes, history length and the item word features of a processed log."""
+    import torch
+
+    from recsys_cli.data.features import item_feature_tokens
+
+    features = torch.from_numpy(item_feature_tokens(processed.items, processed.n_items))
+    return DataSpec(
+        n_users=processed.n_users,
+        n_items=processed.n_items,
+        max_len=max_len,
+        item_features=features,
+        item_feature_vocab=int(features.max()) + 1,
+    )
+
+
+def summary_rows(processed: Processed) -> list[tuple[str, str]]:
+    meta = processed.meta
+    counts = meta["counts"]
+    rows = [("raw rows", f"{meta['raw_rows']:,}")]
+    rows += [(f"dropped: {reason}", f"{dropped:,}") for reason, dropped in meta["dropped"].items()]
+    rows += [
+        ("users", f"{counts['users']:,}"),
+        ("items", f"{counts['items']:,}"),
+        ("interactions", f"{counts['interactions']:,}"),
+        ("density", f"{counts['density']:.4%}"),
+    ]
+    rows += [(f"{split} events", f"{size:,}") for split, size in meta["splits"].items()]
+    rows.append(("split", meta["config"]["split"]))
+    return rows
+
+
+def _prepared(processed: Processed, max_len: int, reused: bool = False, **extra: Any) -> Prepared:
+    return Prepared(
+        name=processed.meta["name"],
+        content=processed,
+        spec=data_spec(processed, max_len),
+        path=processed.path,
+        fingerprint=processed.meta["fingerprint"],
+        reused=reused,
+        title=f"{processed.meta['name']}: {processed.meta['source']}",
+        summary=summary_rows(processed),
+        **extra,
+    )
+
+
+def eval_settings(cfg: DictConfig) -> dict[str, Any]:
+    """The ``eval.*`` ranking settings (checkpoints written before sampled ranking existed: full)."""
+    return {
+        "ranking": cfg.eval.get("ranking", "full"),
+        "num_negatives": cfg.eval.get("num_negatives", 100),
+        "negatives": cfg.eval.get("negatives", "uniform"),
+        "negative_seed": cfg.eval.get("negative_seed", 0),
+    }
+
+
+class RecommenderFamily(ModelFamily):
+    kind = "recommender"
+
+    def reads(self, data_cfg: DictConfig) -> bool:
+        return data_cfg.get("source") is not None
+
+    def missing_data_message(self, cfg: DictConfig) -> str:
+        return (
+            f"data={cfg.data.name} has no interaction log for model={cfg.model.name}; "
+            "use a text model (e.g. model=bert_intent) or an interaction dataset (e.g. data=ml100k)."
+        )
+
+    def prepare(self, cfg: DictConfig, force: bool = False) -> Prepared:
+        processed, reused = prepare_interactions(cfg, force=force)
+        return _prepared(processed, cfg.data.max_len, reused)
+
+    def reopen(self, cfg: DictConfig, checkpoint: dict[str, Any]) -> Prepared:
+        from recsys_cli.checkpoint import KEY
+
+        meta = checkpoint[KEY]
+        stored = meta["data"]
+        max_len = checkpoint["hyper_parameters"]["max_len"]
+        folder = processed_folder(cfg.paths.data_dir, stored["name"], stored["fingerprint"])
+        if to_container(cfg.data) == meta["config"]["data"] and _fingerprint_of(folder) == stored["fingerprint"]:
+            # The training data itself, processed: no raw file is read.
+            processed = load_processed(folder)
+            return _prepared(processed, max_len, reused=True, same_as_checkpoint=True, info={"dropped": {}})
+        # Another dataset (or another version of it) is read through the checkpoint's item and user
+        # vocabularies, so indices mean what the model learned: events on unknown items are dropped and
+        # counted; unknown users get indices past the checkpoint's (per-user models fold them in from history).
+        same = (
+            fingerprint(build_source(cfg.data).fingerprint(), preprocess_config(cfg.data), None)
+            == stored["fingerprint"]
+        )
+        vocab = None if same else stored["item_ids"][1:]
+        user_vocab = None if same else stored["user_ids"][1:]
+        processed, reused = prepare_interactions(cfg, item_vocab=vocab, user_vocab=user_vocab)
+        info = {"dropped": processed.meta.get("dropped", {})}
+        return _prepared(processed, max_len, reused, same_as_checkpoint=same, info=info)
+
+    def datamodule(self, cfg: DictConfig, data: Prepared, model: Any) -> Any:
+        from recsys_cli.data.datamodule import SequenceDataModule
+
+        return SequenceDataModule(
+            data.content,
+            max_len=data.spec.max_len,
+            batch_size=cfg.data.batch_size,
+            eval_batch_size=cfg.data.eval_batch_size,
+            num_workers=cfg.data.num_workers,
+            group_by_length=cfg.data.group_by_length,
+            seed=cfg.seed,
+            window_stride=cfg.data.window_stride,
+        )
+
+    def evaluator(self, cfg: DictConfig, data: Prepared, checkpoint: dict[str, Any] | None = None) -> Any:
+        from recsys_cli.checkpoint import KEY
+        from recsys_cli.evaluation.protocol import RankingEvaluator
+
+        # Novelty, ARP and popularity negatives use the popularity the model was trained on.
+        if checkpoint is None:
+            popularity = train_item_counts(data.content)
+        else:
+            popularity = checkpoint[KEY]["data"]["item_popularity"]
+        return RankingEvaluator(
+            ks=list(cfg.eval.ks),
+            mask_history=cfg.eval.mask_history,
+            item_popularity=popularity,
+            log_keys=[cfg.train.monitor],
+            **eval_settings(cfg),
+        )
+
+    def protocol(self, cfg: DictConfig, data: Prepared) -> dict[str, Any]:
+        from recsys_cli.evaluation.protocol import Protocol
+
+        processed = data.content
+        pre = processed.meta["config"]
+        filters = []
+        if pre.get("rating_threshold") is not None:
+            filters.append(f"rating >= {pre['rating_threshold']}")
+        if pre.get("min_user_interactions", 0) > 1 or pre.get("min_item_interactions", 0) > 1:
+            filters.append(f"k-core users>={pre['min_user_interactions']} items>={pre['min_item_interactions']}")
+        settings = eval_settings(cfg)
+        sampled = settings["ranking"] == "sampled"
+        protocol = Protocol(
+            split=pre["split"],
+            ranking=settings["ranking"],
+            mask_history=cfg.eval.mask_history,
+            max_len=data.spec.max_len,
+            filters=", ".join(filters) or "no filters",
+            num_negatives=settings["num_negatives"] if sampled else None,
+            negatives=settings["negatives"] if sampled else None,
+            negative_seed=settings["negative_seed"] if sampled else None,
+        )
+        return {
+            **protocol.__dict__,
+            "ks": list(cfg.eval.ks),
+            "description": protocol.describe(),
+            **({"warning": protocol.warning} if protocol.warning else {}),
+            "dataset": processed.meta["name"],
+            "fingerprint": processed.meta["fingerprint"],
+            "users": processed.n_users,
+            "items": processed.n_items,
+        }
+
+    def checkpoint_data(self, cfg: DictConfig, data: Prepared, datamodule: Any) -> dict[str, Any]:
+        import torch
+
+        processed = data.content
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(datamodule.user_idx, minlength=processed.n_users + 1))])
+        items = processed.items
+        return {
+            "name": processed.meta["name"],
+            "fingerprint": processed.meta["fingerprint"],
+            "user_ids": ["", *processed.users["user_id"].tolist()],
+            "item_ids": ["", *items["item_id"].tolist()],
+            "item_titles": ["", *items["title"].fillna("").tolist()],
+            "item_popularity": torch.from_numpy(datamodule.train_item_counts().astype(np.float32)),
+            "history_indptr": torch.from_numpy(indptr.astype(np.int64)),
+            "history_items": torch.from_numpy(datamodule.item_idx.astype(np.int32)),
+            "history_times": torch.from_numpy(datamodule.timestamps.astype(np.int64)),
+        }
+
+    def reports(
+        self, folder: Path, evaluator: Any, data: Prepared, model: Any, metrics: dict[str, Any]
+    ) -> dict[str, Any]:
+        from recsys_cli.evaluation.reports import write_per_user
+
+        users = data.content.users
+        # The evaluated data's own user ids: on the training data they are the checkpoint's user_ids.
+        user_ids = np.full(int(users["user_idx"].max()) + 1, "", dtype=object)
+        user_ids[users["user_idx"].to_numpy()] = users["user_id"].astype(str).to_numpy()
+        return {"per_user": write_per_user(evaluator.per_user, user_ids, Path(folder) / "per_user")}
+
+    def predict(self, checkpoint: dict[str, Any], request: PredictRequest) -> PredictResult:
+        return recommend(checkpoint, request)
+
+
+def _fingerprint_of(folder: Path) -> str | None:
+    try:
+        return json.loads((folder / "meta.json").read_text()).get("fingerprint")
+    except (OSError, ValueError):
+        return None
+
+
+# --- predict ----------------------------------------------------------------------------------------
+def read_requests(path: Path, model_name: str = "the recommender") -> pd.DataFrame:
+    from recsys_cli.data.sources import read_table
+
+    if not path.is_file():
+        raise RecsysError(f"input file '{path}' not found; pass --input users.csv (columns user_id and/or history).")
+    frame = read_table(path)
+    if USER_COLUMN not in frame.columns and HISTORY_COLUMN not in frame.columns:
+        if "text" in frame.columns:
+            raise RecsysError(
+                f"'{path}' holds texts, but the checkpoint is a recommender (model={model_name}) that needs "
+                f"'{USER_COLUMN}' or '{HISTORY_COLUMN}' rows; for intents pass a bert_intent checkpoint."
+            )
+        raise RecsysError(
+            f"'{path}' has neither a '{USER_COLUMN}' nor a '{HISTORY_COLUMN}' column "
+            f"(found: {', '.join(map(str, frame.columns[:10]))}); rename the column holding user ids "
+            f"to '{USER_COLUMN}' or item lists to '{HISTORY_COLUMN}'."
+        )
+    return frame
+
+
+def history_tokens(column: pd.Series) -> pd.DataFrame:
+    """One row per (request row, position, item token), from lists or separated strings."""
+    values = column.map(lambda v: v.tolist() if isinstance(v, np.ndarray) else v)
+    is_text = values.map(lambda v: isinstance(v, str))
+    values = values.where(~is_text, values[is_text].astype(str).str.strip().str.split(r"[\s,]+", regex=True))
+    exploded = values.explode()
+    exploded = exploded[exploded.notna() & (exploded.astype(str) != "")]
+    frame = pd.DataFrame({"row": exploded.index.to_numpy(), "item": exploded.astype(str).to_numpy()})
+    frame["pos"] = frame.groupby("row").cumcount()
+    return frame
+
+
+def request_histories(requests: pd.DataFrame, data: dict[str, Any]) -> dict[str, Any]:
+    """Each request row's history as CSR (``indptr``, ``items``, ``times``), its user index and counts.
+
+    The history is the stored events of a known user, then the given items. Given items carry no time:
+    they take the time of the row's last stored event (0 without one), i.e. "just now" for models that
+    read event times. ``users`` is the user index of each row (0: unknown or none given).
+    """
+    from recsys_cli.data.datamodule import csr_rows
+
+    n = len(requests)
+    counts: dict[str, int] = {"rows": n}
+    users = np.zeros(n, dtype=np.int64)
+    parts = []
+    if USER_COLUMN in requests.columns:
+        user_index = pd.Index(data["user_ids"])
+        user_idx = user_index.get_indexer(requests[USER_COLUMN].astype(str).to_numpy())
+        user_idx[requests[USER_COLUMN].isna().to_numpy()] = -1
+        known = np.flatnonzero(user_idx > 0)
+        users[known] = user_idx[known]
+        counts["known users"] = len(known)
+        counts["unknown users"] = int((user_idx < 0).sum() - requests[USER_COLUMN].isna().sum())
+        indptr = data["history_indptr"].numpy()
+        batch_row, items = csr_rows(indptr, data["history_items"].numpy().astype(np.int64), user_idx[known])
+        stored_times = data.get("history_times")
+        if stored_times is None:  # checkpoints written before event times were stored: positions
+            per_user = indptr[user_idx[known] + 1] - indptr[user_idx[known]]
+            times = np.arange(len(batch_row)) - (np.cumsum(per_user) - per_user)[batch_row] + 1
+        else:
+            times = csr_rows(indptr, stored_times.numpy().astype(np.int64), user_idx[known])[1]
+        position = np.arange(len(batch_row))  # csr_rows keeps each user's events in time order
+        parts.append(
+            pd.DataFrame({"row": known[batch_row], "part": 0, "pos": position, "item_idx": items, "time": times})
+        )
+    if HISTORY_COLUMN in requests.columns:
+        tokens = history_tokens(requests[HISTORY_COLUMN].reset_index(drop=True))
+        item_idx = pd.Index(data["item_ids"]).get_indexer(tokens["item"].to_numpy())
+        counts["unknown items dropped"] = int((item_idx <= 0).sum())
+        tokens = tokens.assign(part=1, item_idx=item_idx, time=np.nan)[item_idx > 0]
+        parts.append(tokens[["row", "part", "pos", "item_idx", "time"]])
+    events = pd.concat(parts, ignore_index=True).sort_values(["row", "part", "pos"], kind="stable")
+    events["time"] = events.groupby("row")["time"].ffill().fillna(0)
+    lengths = np.bincount(events["row"].to_numpy(), minlength=n)
+    counts["popularity fallback (no history)"] = int((lengths == 0).sum())
+    return {
+        "indptr": np.concatenate([[0], np.cumsum(lengths)]),
+        "items": events["item_idx"].to_numpy().astype(np.int64),
+        "times": events["time"].to_numpy().astype(np.int64),
+        "users": users,
+        "counts": counts,
+    }
+
+
+def recommend(checkpoint: dict[str, Any], request: PredictRequest) -> PredictResult:
+    """Top-K items for known users or given item histories, written in input order, atomically.
+
+    Input rows carry a ``user_id`` (the dataset's own id) and/or a ``history`` of item ids (a list in
+    JSONL/Parquet, space- or comma-separated in CSV). A known user's stored history is extended by the
+    given items. Unknown item ids are dropped and counted; rows left with no history get the training
+    popularity ranking and are counted. Scoring runs in batches of users with one matrix product and
+    ``torch.topk`` each; output is streamed. ``batch_size`` defaults to 128 users (activations stay in
+    CPU cache).
+    """
+    import pyarrow as pa
+    import torch
+
+    from recsys_cli.checkpoint import KEY, build_module
+    from recsys_cli.core.progress import progress_bar
+    from recsys_cli.data import batch as keys
+    from recsys_cli.data.datamodule import csr_rows, last_window
+    from recsys_cli.evaluation.protocol import mask_scores
+    from recsys_cli.predict import RecommendationWriter, list_column
+
+    if (request.input_path is None) == (not request.all_users):
+        raise RecsysError("give either --input FILE or --all-users.")
+    model_name = checkpoint[KEY]["config"]["model"]["name"]
+    if request.embeddings or request.text_column != "text":
+        option = "--embeddings" if request.embeddings else "--text-column"
+        raise RecsysError(
+            f"{option} is for text models, but the checkpoint is a recommender (model={model_name}); "
+            "pass a bert_intent / bert_rating checkpoint, or drop the option to recommend items."
+        )
+    batch_size = request.batch_size or 128
+    data = checkpoint[KEY]["data"]
+    if request.all_users:
+        requests = pd.DataFrame({USER_COLUMN: data["user_ids"][1:]})
+    else:
+        requests = read_requests(Path(request.input_path), model_name=model_name)
+    model = build_module(checkpoint)
+    histories = request_histories(requests, data)
+    indptr, items, times, counts = histories["indptr"], histories["items"], histories["times"], histories["counts"]
+    item_ids = np.asarray(data["item_ids"], dtype=object)
+    titles = np.asarray(data["item_titles"], dtype=object)
+    popularity = data["item_popularity"].clone()
+    popularity[0] = -torch.inf
+    k = min(request.top_k, len(item_ids) - 1)
+    user_column = (
+        requests[USER_COLUMN].astype(str).where(requests[USER_COLUMN].notna(), None).to_numpy()
+        if USER_COLUMN in requests.columns
+        else np.full(len(requests), None, dtype=object)
+    )
+
+    def rank(rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        starts, ends = indptr[rows], indptr[rows + 1]
+        seen_rows, seen_items = csr_rows(indptr, items, rows)
+        batch = {
+            keys.HISTORY: torch.from_numpy(last_window(items, starts, ends, model.max_len)),
+            keys.TIMESTAMPS: torch.from_numpy(last_window(times, starts, ends, model.max_len)),
+            keys.USERS: torch.from_numpy(histories["users"][rows]),
+            keys.SEEN_ROWS: torch.from_numpy(seen_rows),
+            keys.SEEN_ITEMS: torch.from_numpy(seen_items),
+        }
+        scores = mask_scores(model.score_all(batch).float(), batch, mask_history=request.exclude_seen)
+        scores[torch.from_numpy(ends == starts)] = popularity  # no history: the popularity ranking
+        return torch.topk(scores, k, dim=1)
+
+    # Rows are scored in batches of similar history length (models skip the padding a batch shares)
+    # and written in input order, one chunk of many batches at a time.
+    lengths = np.minimum(np.diff(indptr), model.max_len)
+    chunk = batch_size * 16
+    start = time.perf_counter()
+    total_batches = -(-len(requests) // batch_size)  # chunks are whole multiples of batch_size
+    with (
+        RecommendationWriter(request.output) as writer,
+        torch.inference_mode(),
+        progress_bar(request.progress, total_batches) as advance,
+    ):
+        for begin in range(0, len(requests), chunk):
+            rows = np.arange(begin, min(begin + chunk, len(requests)))
+            order = rows[np.argsort(lengths[rows], kind="stable")]
+            values = torch.empty(len(rows), k)
+            indices = torch.empty(len(rows), k, dtype=torch.long)
+            for sub in range(0, len(order), batch_size):
+                part = order[sub : sub + batch_size]
+                top = rank(part)
+                values[part - begin], indices[part - begin] = top.values, top.indices
+                advance()
+            keep = torch.isfinite(values).numpy()  # fewer than k unseen items: a shorter list
+            flat_items = indices.numpy()[keep]
+            offsets = np.concatenate([[0], np.cumsum(keep.sum(1))])
+            writer.write(
+                pa.table(
+                    {
+                        "row": pa.array(rows),
+                        "user_id": pa.array(user_column[rows], type=pa.string()),
+                        "item_ids": list_column(item_ids[flat_items].astype(str), offsets),
+                        "titles": list_column(titles[flat_items].astype(str), offsets),
+                        "scores": list_column(values.numpy()[keep].astype(np.float32), offsets),
+                    }
+                )
+            )
+    seconds = time.perf_counter() - start
+    return PredictResult(output=request.output, rows=len(requests), counts=counts, seconds=seconds)
