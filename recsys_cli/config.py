@@ -3,7 +3,8 @@
 Typer owns the command line, so Hydra is used through its Compose API. That API has no run folders,
 no logging setup and no ``--multirun``; this module provides the three: :func:`compose_config`,
 :func:`make_run_dir` and :func:`expand_sweep` (built on Hydra's own overrides parser, so sweep
-syntax such as ``model=pop,sasrec seed=range(1,4)`` means what it means in Hydra).
+syntax such as ``model=pop,sasrec seed=range(1,4)`` means what it means in Hydra). The config is typed
+by the dataclasses in :mod:`recsys_cli.schema`, so a value of the wrong type fails while composing.
 """
 
 from __future__ import annotations
@@ -43,27 +44,108 @@ def compose_config(overrides: list[str] | None = None) -> DictConfig:
     """Compose ``conf/config.yaml`` with Hydra overrides; user mistakes become :class:`RecsysError`."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException, MissingConfigException
-    from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+    from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException, ValidationError
 
     overrides = list(overrides or [])
+    register_schemas()
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3", job_name="recsys"):
             cfg = compose(config_name=CONFIG_NAME, overrides=overrides)
     except MissingConfigException as exc:
         raise RecsysError(_missing_option_message(str(exc))) from None
     except (HydraException, OmegaConfBaseException) as exc:
-        raise RecsysError(_override_message(str(exc))) from None
+        wrong_type = _cause(exc, ValidationError)
+        raise RecsysError(_type_message(wrong_type) or _override_message(str(exc))) from None
     try:
-        OmegaConf.resolve(cfg)
+        OmegaConf.resolve(cfg)  # typed keys check what their interpolations give here
         missing = sorted(OmegaConf.missing_keys(cfg), key=len)
     except MissingMandatoryValue as exc:
         found = re.search(r"Missing mandatory value: ([\w.]+)", str(exc))
         missing = [found.group(1) if found else "a required key"]
+    except ValidationError as exc:
+        raise RecsysError(_type_message(exc) or f"config cannot be resolved: {_first_line(str(exc))}.") from None
     except OmegaConfBaseException as exc:
         raise RecsysError(f"config cannot be resolved: {_first_line(str(exc))}; check the overrides.") from None
     if missing:
         raise RecsysError(f"{missing[0]} is required for data={cfg.data.get('name', '?')}; pass {missing[0]}=<value>.")
     return cfg
+
+
+def register_schemas() -> None:
+    """Store the typed schemas (:mod:`recsys_cli.schema`) where the YAML's defaults lists name them."""
+    from hydra.core.config_store import ConfigStore
+
+    from recsys_cli.schema import SCHEMAS
+
+    store = ConfigStore.instance()
+    for group, name, node in SCHEMAS:
+        store.store(group=group, name=name, node=node)
+
+
+def _cause(exc: BaseException, kind: type[BaseException]) -> Any:
+    """The first exception of ``kind`` in ``exc``'s chain (Hydra wraps OmegaConf's errors)."""
+    seen: BaseException | None = exc
+    while seen is not None and not isinstance(seen, kind):
+        seen = seen.__cause__ or seen.__context__
+    return seen
+
+
+def _type_message(exc: Any) -> str | None:
+    """``seed must be an integer, not 'abc'; pass e.g. seed=10.`` for a value of the wrong type, else None."""
+    import dataclasses
+    import typing
+
+    key = getattr(exc, "full_key", None) or ""
+    owner = getattr(exc, "object_type", None)
+    if exc is None or not key:
+        return None
+    item = re.fullmatch(r"(.+)\[(\d+)\]", key)  # an element of a typed list: eval.ks[1]
+    if item:
+        key, expected = item.group(1), getattr(exc, "ref_type", None)
+    elif dataclasses.is_dataclass(owner):
+        expected = typing.get_type_hints(owner).get(key.rsplit(".", 1)[-1])
+    else:
+        return None
+    kind, example = _type_words(expected)
+    if kind is None:
+        return None
+    value = exc.value
+    shown = "null" if value is None else "a group of keys" if isinstance(value, dict) else repr(value)
+    if item:
+        shown += f" (item {item.group(2)})"
+    if dataclasses.is_dataclass(expected):
+        fields = [field.name for field in dataclasses.fields(expected)]
+        return f"{key} is {kind} ({', '.join(fields)}), not {shown}; set one of them, e.g. {key}.{fields[0]}=..."
+    interpolation = re.search(r"dereferencing interpolation '([^']+)'", str(exc))
+    if interpolation:  # the value came from another key through an interpolation
+        shown += f" (from {interpolation.group(1)})"
+    return f"{key} must be {kind}, not {shown}; pass e.g. {key}={example}."
+
+
+def _type_words(expected: Any) -> tuple[str | None, str]:
+    """How an error names a schema type, and an example value of it (``None`` for an untyped key)."""
+    import dataclasses
+    import typing
+
+    args = [arg for arg in typing.get_args(expected) if arg is not type(None)]
+    if type(None) in typing.get_args(expected) and len(args) == 1:  # X | None
+        kind, example = _type_words(args[0])
+        return (f"{kind} or null" if kind else None), example
+    if typing.get_origin(expected) is list and args and args[0] in _TYPE_WORDS:
+        _, plural, example = _TYPE_WORDS[args[0]]
+        return f"a list of {plural}", f"[{example}]"
+    if dataclasses.is_dataclass(expected):
+        return "a group of keys", ""
+    kind, _, example = _TYPE_WORDS.get(expected, (None, "", ""))
+    return kind, example
+
+
+_TYPE_WORDS = {  # type: (one, several, an example)
+    int: ("an integer", "integers", "10"),
+    float: ("a number", "numbers", "0.1"),
+    bool: ("true or false", "booleans", "true"),
+    str: ("a string", "strings", "text"),
+}
 
 
 def _first_line(text: str) -> str:
