@@ -186,12 +186,11 @@ def predict(
     ] = None,
 ) -> None:
     """Write top-K recommendations for users or item histories (e.g. `--input users.csv --output recs.jsonl`)."""
+    from recsys_cli.core.family import PredictRequest
     from recsys_cli.tasks import predict as task
 
-    result = _guard(
-        task.run,
-        checkpoint,
-        output,
+    request = PredictRequest(
+        output=output,
         input_path=input,
         all_users=all_users,
         top_k=top_k,
@@ -201,7 +200,7 @@ def predict(
         text_column=text_column,
         embeddings=embeddings,
     )
-    render.render_predict(result)
+    render.render_predict(_guard(task.predict, checkpoint, request))
 
 
 @app.command()

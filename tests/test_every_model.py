@@ -3,7 +3,7 @@
 A new model is covered by adding its YAML: nothing here lists models. Each one trains a few debug steps on
 the first tiny dataset its family reads — a table of shop queries with numeric labels (a class for intent
 models, a number for rating models), else the tiny synthetic shop's interaction log — then its checkpoint is
-evaluated again — the metrics must reproduce the training run's own test metrics, since the tiny splits fit
+evaluated again with the raw files deleted — the metrics must reproduce the training run's own test metrics, since the tiny splits fit
 in the debug trainer's batches — and predicts for a file whose rows carry what every family reads (a user,
 a history, a text).
 """
@@ -49,6 +49,8 @@ def test_model_trains_evaluates_and_predicts_from_its_checkpoint(name, workdir, 
     assert result.best_checkpoint.is_file()
     assert json.loads((result.run_dir / "metrics.json").read_text())["test"] == test
 
+    for raw in tmp_path.glob("*.csv"):  # a checkpoint evaluates on its processed data: no raw file needed
+        raw.unlink()
     evaluated = evaluate.run(result.best_checkpoint, output=tmp_path / "eval.json")
     assert evaluated.metrics["same_data_as_training"] is True
     assert evaluated.metrics["test"] == pytest.approx(test, rel=1e-5, abs=1e-6)

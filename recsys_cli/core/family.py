@@ -52,8 +52,8 @@ class Prepared:
 class PredictRequest:
     """What `recsys predict` was asked; each family checks the options it does not use."""
 
-    input_path: Path | None
     output: Path
+    input_path: Path | None = None
     all_users: bool = False
     top_k: int = 10
     exclude_seen: bool = True
@@ -61,6 +61,11 @@ class PredictRequest:
     progress: bool = False
     text_column: str = "text"
     embeddings: Path | None = None
+
+    def __post_init__(self) -> None:
+        self.output = Path(self.output)
+        self.input_path = None if self.input_path is None else Path(self.input_path)
+        self.embeddings = Path(self.embeddings) if self.embeddings else None
 
 
 @dataclass

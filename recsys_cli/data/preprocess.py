@@ -14,8 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +24,7 @@ import pandas as pd
 
 from recsys_cli.data.base import ITEM, RATING, TEXT, TIME, TITLE, USER, SourceData
 from recsys_cli.errors import RecsysError
+from recsys_cli.io import atomic_folder
 
 SCHEMA_VERSION = 1
 TRAIN, VALID, TEST = 0, 1, 2
@@ -307,18 +306,10 @@ def _item_table(item_ids: np.ndarray, side: pd.DataFrame | None) -> pd.DataFrame
 
 def _write_folder(final: Path, tables: dict[str, pd.DataFrame], meta: dict[str, Any]) -> None:
     """Write every table into a temporary sibling folder, then rename it into place."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    try:
+    with atomic_folder(final) as tmp:
         for name, table in tables.items():
             table.to_parquet(tmp / f"{name}.parquet", index=False)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def load_processed(path: Path) -> Processed:

@@ -18,12 +18,8 @@ how a checkpoint that stored the folder's name and key is evaluated later.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +37,7 @@ from recsys_cli.data.sources import (
     read_table,
 )
 from recsys_cli.errors import RecsysError
+from recsys_cli.io import atomic_folder
 
 # Canonical column names of a text source's frame.
 TEXT = "text"
@@ -724,22 +721,6 @@ def text_folder(data_dir: str | os.PathLike, name: str, key: str) -> Path:
     return Path(data_dir) / "processed" / "text" / f"{name}-{key[:12]}"
 
 
-@contextlib.contextmanager
-def _atomic_folder(final: Path) -> Iterator[Path]:
-    """Yield an empty temporary sibling of ``final``; it replaces ``final`` only once the block succeeded,
-    so a failure keeps the old folder and a crash never leaves half of one at ``final``."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    try:
-        yield tmp
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
 def _stored_key(folder: Path) -> str | None:
     try:
         return json.loads((folder / META_FILE).read_text(encoding="utf-8")).get("key")
@@ -772,36 +753,41 @@ def load_text_folder(path: str | os.PathLike) -> TextSplits:
     )
 
 
+# The splitting settings of prepare_text_data and their defaults.
+SPLIT_SETTINGS = {"task": "classification", "valid_ratio": 0.1, "test_ratio": 0.1, "seed": 0, "dedupe": True}
+
+
 def prepare_text(
     name: str,
     source: TextSource,
     data_dir: str | os.PathLike,
     *,
-    task: str = "classification",
-    valid_ratio: float = 0.1,
-    test_ratio: float = 0.1,
-    seed: int = 0,
-    dedupe: bool = True,
     label_names: list[str] | None = None,
     force: bool = False,
+    **settings: Any,
 ) -> tuple[TextSplits, bool]:
     """Load the processed text folder for this source and these parameters, building it first if needed.
 
     The folder's key is computed without loading the data: from ``source.fingerprint()`` (a hash of the
     files or the generator's parameters) and the arguments of :func:`prepare_text_data`, which builds the
-    folder's content. ``force`` rebuilds an existing folder.
+    folder's content. ``settings``: its ``task``, ``valid_ratio``, ``test_ratio``, ``seed`` and ``dedupe``
+    (defaults in ``SPLIT_SETTINGS``). ``force`` rebuilds an existing folder.
 
     Returns:
         The splits (with ``path`` and ``key`` set) and whether an existing folder was reused.
     """
-    _check_options(task, valid_ratio, test_ratio)
+    unknown = sorted(set(settings) - set(SPLIT_SETTINGS))
+    if unknown:
+        raise TypeError(f"prepare_text() got unknown settings: {', '.join(unknown)}")
+    options = {**SPLIT_SETTINGS, **settings}
+    _check_options(options["task"], options["valid_ratio"], options["test_ratio"])
     parameters = {
         "source": [type(source).__name__, source.fingerprint()],
-        "task": task,
-        "valid_ratio": float(valid_ratio),
-        "test_ratio": float(test_ratio),
-        "seed": int(seed),
-        "dedupe": bool(dedupe),
+        "task": options["task"],
+        "valid_ratio": float(options["valid_ratio"]),
+        "test_ratio": float(options["test_ratio"]),
+        "seed": int(options["seed"]),
+        "dedupe": bool(options["dedupe"]),
         "label_names": None if label_names is None else [str(label) for label in label_names],
         "format_version": FORMAT_VERSION,
     }
@@ -810,7 +796,7 @@ def prepare_text(
     if not force and _stored_key(folder) == key:
         return load_text_folder(folder), True
 
-    splits = prepare_text_data(source, task, valid_ratio, test_ratio, seed, dedupe, label_names)
+    splits = prepare_text_data(source, label_names=label_names, **options)
     parts = {split: getattr(splits, split) for split in SPLITS}
     rows = pd.concat([frame.assign(**{SPLIT: split}) for split, frame in parts.items()], ignore_index=True)
     labels = {"label_names": splits.label_names, "oos_label": splits.oos_label}
@@ -819,14 +805,14 @@ def prepare_text(
         "source": source.describe(),
         "key": key,
         "fingerprint": splits.fingerprint,
-        "task": task,
+        "task": splits.task,
         **labels,
         "counts": splits.counts,
         "splits": {split: len(frame) for split, frame in parts.items()},
         "parameters": parameters,
         "schema": TEXT_SCHEMA_VERSION,
     }
-    with _atomic_folder(folder) as tmp:
+    with atomic_folder(folder) as tmp:
         rows.to_parquet(tmp / TEXTS_FILE, index=False)
         (tmp / LABELS_FILE).write_text(json.dumps(labels, indent=2) + "\n", encoding="utf-8")
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")

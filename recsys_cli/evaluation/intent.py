@@ -8,14 +8,13 @@ The last predictions of each split are kept for reports (per-class table, confus
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pytorch_lightning as pl
 import torch
 
 from recsys_cli.data import batch as keys
 from recsys_cli.evaluation import classification
+from recsys_cli.evaluation.base import SplitEvaluator
 
 
 def text_metrics(
@@ -44,7 +43,7 @@ def text_metrics(
     return metrics
 
 
-class TextEvaluator(pl.Callback):
+class TextEvaluator(SplitEvaluator):
     """Computes and logs classification or regression metrics for validation and test."""
 
     def __init__(self, task: str, n_labels: int, oos_label: int | None = None) -> None:
@@ -55,7 +54,10 @@ class TextEvaluator(pl.Callback):
         self.predictions: dict[str, dict[str, torch.Tensor]] = {}
         self._chunks: dict[str, list[torch.Tensor]] = {}
 
-    def _batch(self, outputs: torch.Tensor, batch: dict[str, torch.Tensor]) -> None:
+    def _start(self) -> None:
+        self._chunks = {}
+
+    def _batch(self, pl_module: pl.LightningModule, outputs: torch.Tensor, batch: dict[str, torch.Tensor]) -> None:
         for name, values in (("outputs", outputs), ("labels", batch[keys.LABELS]), ("index", batch[keys.INDEX])):
             self._chunks.setdefault(name, []).append(values.detach().float().cpu())
 
@@ -77,38 +79,3 @@ class TextEvaluator(pl.Callback):
         pl_module.log_dict(metrics, sync_dist=False)
         self.results[prefix] = metrics
         self.predictions[prefix] = {"outputs": parts["outputs"], "labels": labels, "index": parts["index"].long()}
-
-    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._chunks = {}
-
-    def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._chunks = {}
-
-    def on_validation_batch_end(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        if not trainer.sanity_checking:
-            self._batch(outputs, batch)
-
-    def on_test_batch_end(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        self._batch(outputs, batch)
-
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._end(trainer, pl_module, "val")
-
-    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._end(trainer, pl_module, "test")

@@ -26,6 +26,7 @@ import torch
 
 from recsys_cli.data import batch as keys
 from recsys_cli.errors import RecsysError
+from recsys_cli.evaluation.base import SplitEvaluator
 from recsys_cli.evaluation.metrics import hit_matrix, list_metrics, ranking_metrics, recommended_items, top_k
 from recsys_cli.evaluation.sampling import SAMPLERS, sample_negatives
 
@@ -126,7 +127,7 @@ def _uses_default_score(pl_module: pl.LightningModule) -> bool:
     return getattr(type(pl_module), "score", None) is Recommender.score
 
 
-class RankingEvaluator(pl.Callback):
+class RankingEvaluator(SplitEvaluator):
     """Computes and logs ranking and beyond-accuracy metrics for validation and test.
 
     ``item_popularity`` (training counts ``[n_items + 1]``) feeds novelty, ARP and the popularity
@@ -242,38 +243,3 @@ class RankingEvaluator(pl.Callback):
         self.per_user[prefix] = {"user": users.cpu(), **{name: stacked[i].cpu() for i, name in enumerate(names)}}
         self._chunks = {}
         self._recommended = None
-
-    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._start()
-
-    def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._start()
-
-    def on_validation_batch_end(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        if not trainer.sanity_checking:
-            self._batch(pl_module, outputs, batch)
-
-    def on_test_batch_end(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        self._batch(pl_module, outputs, batch)
-
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._end(trainer, pl_module, "val")
-
-    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._end(trainer, pl_module, "test")

@@ -1,19 +1,11 @@
-"""`recsys eval`: recompute validation and test metrics of a checkpoint (optionally on other data)."""
+"""`recsys eval`: recompute validation and test metrics of a checkpoint (optionally on other data).
+
+The run core evaluates every family's checkpoints the same way: :func:`recsys_cli.core.run.evaluate`.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from recsys_cli.core.run import EvalResult
+from recsys_cli.core.run import evaluate as run
 
-
-def run(
-    checkpoint_path: str | Path,
-    overrides: list[str] | None = None,
-    output: str | Path | None = None,
-    baselines: bool = False,
-) -> EvalResult:
-    """Validation and test metrics of a checkpoint (``baselines``: also the references its family compares with)."""
-    from recsys_cli.core.run import evaluate
-
-    return evaluate(checkpoint_path, overrides=overrides, output=output, baselines=baselines)
+__all__ = ["EvalResult", "run"]
