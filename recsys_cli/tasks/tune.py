@@ -88,19 +88,19 @@ def _param(key: str, spec: dict[str, Any]) -> Param:
     unknown = sorted(set(spec) - SPEC_KEYS)
     if unknown:
         raise RecsysError(f"{where} has unknown field '{unknown[0]}'; use {', '.join(sorted(SPEC_KEYS))}.")
-    kind = spec["type"]
-    if kind not in TYPES:
-        raise RecsysError(f"{where}.type is '{kind}'; choose one of: {', '.join(TYPES)}.")
-    if kind == "categorical":
+    param_type = spec["type"]
+    if param_type not in TYPES:
+        raise RecsysError(f"{where}.type is '{param_type}'; choose one of: {', '.join(TYPES)}.")
+    if param_type == "categorical":
         if not isinstance(spec.get("choices"), list) or not spec["choices"]:
             raise RecsysError(f"{where} is categorical and needs a non-empty list, e.g. choices: [32, 64].")
-        return Param(key, kind, choices=list(spec["choices"]))
+        return Param(key, param_type, choices=list(spec["choices"]))
     low, high, log = spec.get("low"), spec.get("high"), bool(spec.get("log", False))
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)) or low > high:
-        raise RecsysError(f"{where} needs numbers low <= high, e.g. {{type: {kind}, low: 1, high: 3}}.")
+        raise RecsysError(f"{where} needs numbers low <= high, e.g. {{type: {param_type}, low: 1, high: 3}}.")
     if log and low <= 0:
         raise RecsysError(f"{where} has log: true, so low must be above 0 (got {low}).")
-    return Param(key, kind, low, high, log)
+    return Param(key, param_type, low, high, log)
 
 
 def override_value(value: Any) -> str:
@@ -312,12 +312,12 @@ def _storage(url: str) -> Any:
 def _sampler(settings: Any, offset: int) -> Any:
     import optuna
 
-    kind = str(settings.kind)
-    if kind not in SAMPLERS:
-        raise RecsysError(f"tune.sampler.kind={kind}; choose one of: {', '.join(SAMPLERS)}.")
+    sampler = str(settings.kind)
+    if sampler not in SAMPLERS:
+        raise RecsysError(f"tune.sampler.kind={sampler}; choose one of: {', '.join(SAMPLERS)}.")
     # Offset by the trials already in the study, so a resumed search does not redraw its first values.
     seed = None if settings.seed is None else int(settings.seed) + offset
-    if kind == "random":
+    if sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=int(settings.n_startup_trials))
 
