@@ -3,9 +3,9 @@
 A new model is covered by adding its YAML: nothing here lists models. Each one trains a few debug steps on
 the first tiny dataset its family reads — a table of shop queries with numeric labels (a class for intent
 models, a number for rating models), else the tiny synthetic shop's interaction log — then its checkpoint is
-evaluated again with the raw files deleted — the metrics must reproduce the training run's own test metrics, since the tiny splits fit
-in the debug trainer's batches — and predicts for a file whose rows carry what every family reads (a user,
-a history, a text).
+evaluated again with the raw files deleted — the metrics must reproduce the training run's own test
+metrics, since the tiny splits fit in the debug trainer's batches — and predicts for a file whose rows
+carry what every family reads (a user, a history, a text).
 """
 
 from __future__ import annotations

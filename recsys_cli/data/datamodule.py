@@ -275,10 +275,6 @@ class SequenceDataModule(pl.LightningDataModule):
         self._train: WindowDataset | None = None
         self._eval: dict[int, EvalDataset] = {}
 
-    def train_item_counts(self) -> np.ndarray:
-        """Popularity in the training split, indexed by item index (0 = padding)."""
-        return np.bincount(self.item_idx[self.split == TRAIN], minlength=self.n_items + 1)
-
     def setup(self, stage: str | None = None) -> None:
         if self._train is None:
             train = self.split == TRAIN

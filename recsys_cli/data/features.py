@@ -2,8 +2,8 @@
 
 Each item's title, text and category are lower-cased and split into words; the most frequent words
 form a vocabulary (index 0 = padding), and every item becomes a fixed-width row of word indices. The
-matrix is data, so the task passes it to the model's constructor (``item_features``); a checkpoint
-stores it as a model buffer.
+matrix is data: :meth:`recsys_cli.data.spec.DataSpec.item_word_features` derives it for the models that
+ask (``item_features``), and a checkpoint stores it as a model buffer.
 """
 
 from __future__ import annotations

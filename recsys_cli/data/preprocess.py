@@ -84,6 +84,13 @@ class Processed:
         return int(self.meta["counts"]["users"])
 
 
+def train_item_counts(processed: Processed) -> np.ndarray:
+    """Popularity in the training split, indexed by item index (0 = padding)."""
+    inter = processed.interactions
+    items = inter["item_idx"].to_numpy().astype(np.int64)
+    return np.bincount(items[inter["split"].to_numpy() == TRAIN], minlength=processed.n_items + 1)
+
+
 def fingerprint(
     source_fp: str, config: PreprocessConfig, item_vocab: list[str] | None, user_vocab: list[str] | None = None
 ) -> str:
@@ -325,6 +332,20 @@ def load_processed(path: Path) -> Processed:
     )
 
 
+def processed_folder(data_dir: str | os.PathLike, name: str, data_fingerprint: str) -> Path:
+    """Where the processed data of dataset ``name`` with this fingerprint lives."""
+    return Path(data_dir) / "processed" / f"{name}-{data_fingerprint[:12]}"
+
+
+def open_processed(folder: Path, data_fingerprint: str) -> Processed | None:
+    """The processed data in ``folder`` if it is the data of that fingerprint, else None (absent or other)."""
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return load_processed(folder) if meta.get("fingerprint") == data_fingerprint else None
+
+
 def prepare(
     name: str,
     source: Any,
@@ -333,24 +354,25 @@ def prepare(
     item_vocab: list[str] | None = None,
     force: bool = False,
     user_vocab: list[str] | None = None,
+    source_fingerprint: str | None = None,
 ) -> tuple[Processed, bool]:
     """Load the processed folder for this input and config, building it first if needed.
 
-    Returns the processed data and whether an existing folder was reused.
+    ``source_fingerprint``: ``source.fingerprint()`` when the caller already has it (it hashes every input
+    file). Returns the processed data and whether an existing folder was reused.
     """
-    fp = fingerprint(source.fingerprint(), config, item_vocab, user_vocab)
-    folder = Path(data_dir) / "processed" / f"{name}-{fp[:12]}"
-    if not force and (folder / "meta.json").exists():
-        meta = json.loads((folder / "meta.json").read_text())
-        if meta.get("fingerprint") == fp:
-            return load_processed(folder), True
+    source_fp = source_fingerprint or source.fingerprint()
+    fp = fingerprint(source_fp, config, item_vocab, user_vocab)
+    folder = processed_folder(data_dir, name, fp)
+    if not force and (processed := open_processed(folder, fp)) is not None:
+        return processed, True
     raw = source.load()
     interactions, items, users, stats = preprocess(raw, config, item_vocab, user_vocab)
     meta = {
         "name": name,
         "source": source.describe(),
         "fingerprint": fp,
-        "source_fingerprint": source.fingerprint(),
+        "source_fingerprint": source_fp,
         "config": config.__dict__,
         "schema": SCHEMA_VERSION,
         "extra_tables": sorted(raw.extra),

@@ -12,10 +12,13 @@ and ``load_state_dict`` fills them in.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass
@@ -23,8 +26,9 @@ class DataSpec:
     """What a model may learn from the data, whichever family it belongs to.
 
     Interaction data: ``n_users``, ``n_items`` (indices ``1..n``; 0 is padding), ``max_len`` (the history
-    length batches carry), ``item_features`` (``[n_items + 1, F]`` word indices of each item's text, 0 =
-    padding) with its vocabulary size ``item_feature_vocab``.
+    length batches carry), ``items`` (the item table: id, title, text, category) from which
+    :meth:`item_word_features` derives, on first use, ``item_features`` (``[n_items + 1, F]`` word indices of
+    each item's text, 0 = padding) and its vocabulary size ``item_feature_vocab``.
     Text data: ``task``, ``label_names`` (class index → name), ``oos_label`` (the out-of-scope class, if
     any), and for regression the training targets' ``target_mean`` and ``target_std``.
     """
@@ -32,6 +36,8 @@ class DataSpec:
     n_users: int = 0
     n_items: int = 0
     max_len: int = 0
+    # The item table stays with the processed data: a checkpoint keeps only what derives from it.
+    items: pd.DataFrame | None = field(default=None, repr=False, compare=False, metadata={"stored": False})
     item_features: torch.Tensor | None = None
     item_feature_vocab: int = 0
     task: str | None = None
@@ -45,15 +51,28 @@ class DataSpec:
         """Outputs of a text model's head: one per label, or one for a numeric target."""
         return len(self.label_names or []) or 1
 
+    def item_word_features(self) -> tuple[torch.Tensor | None, int]:
+        """``item_features`` and ``item_feature_vocab``, derived from ``items`` the first time a model asks
+        (tokenising every title costs ~40 s per million items: models that read no item text never pay it)."""
+        if self.item_features is None and self.items is not None:
+            from recsys_cli.data.features import item_feature_tokens
+
+            self.item_features = torch.from_numpy(item_feature_tokens(self.items, self.n_items))
+            self.item_feature_vocab = int(self.item_features.max()) + 1
+        return self.item_features, self.item_feature_vocab
+
     def to_meta(self) -> dict[str, Any]:
-        """Plain types only (``torch.load(weights_only=True)`` reads them); tensors as shape and dtype."""
+        """Plain types only (``torch.load(weights_only=True)`` reads them); tensors as shape and dtype.
+
+        Called once the model is built, so it holds the derived tensors that model took (and no others).
+        """
         meta: dict[str, Any] = {}
         for spec_field in fields(self):
+            if not spec_field.metadata.get("stored", True):
+                continue
             value = getattr(self, spec_field.name)
             if isinstance(value, torch.Tensor):
                 value = {"tensor": list(value.shape), "dtype": str(value.dtype).removeprefix("torch.")}
-            elif isinstance(value, list):
-                value = list(value)
             meta[spec_field.name] = value
         return meta
 

@@ -18,6 +18,7 @@ how a checkpoint that stored the folder's name and key is evaluated later.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass
@@ -626,6 +627,7 @@ def prepare_text_data(
     seed: int = 0,
     dedupe: bool = True,
     label_names: list[str] | None = None,
+    source_fingerprint: str | None = None,
 ) -> TextSplits:
     """Clean, deduplicate, split and label-encode a text source.
 
@@ -641,6 +643,7 @@ def prepare_text_data(
             trained on. Without official splits this happens before splitting.
         label_names: an existing model's labels (classification): their order is kept and labels new in
             train are appended, so the model's class indices stay valid.
+        source_fingerprint: ``source.fingerprint()`` when the caller already has it (it hashes every file).
 
     Returns:
         :class:`TextSplits`.
@@ -696,7 +699,7 @@ def prepare_text_data(
         oos = names.index(source.oos_label) if source.oos_label in names else None
 
     parameters = {
-        "source": [type(source).__name__, source.fingerprint()],
+        "source": [type(source).__name__, source_fingerprint or source.fingerprint()],
         "task": task,
         "valid_ratio": valid_ratio,
         "test_ratio": test_ratio,
@@ -719,6 +722,11 @@ def prepare_text_data(
 def text_folder(data_dir: str | os.PathLike, name: str, key: str) -> Path:
     """The processed folder of dataset ``name`` whose key is ``key`` (what a checkpoint stores to reopen it)."""
     return Path(data_dir) / "processed" / "text" / f"{name}-{key[:12]}"
+
+
+def open_text_folder(folder: Path, key: str) -> TextSplits | None:
+    """The splits in ``folder`` if it holds the texts of that key, else None (absent, other, unreadable)."""
+    return load_text_folder(folder) if _stored_key(folder) == key else None
 
 
 def _stored_key(folder: Path) -> str | None:
@@ -781,8 +789,9 @@ def prepare_text(
         raise TypeError(f"prepare_text() got unknown settings: {', '.join(unknown)}")
     options = {**SPLIT_SETTINGS, **settings}
     _check_options(options["task"], options["valid_ratio"], options["test_ratio"])
+    source_fp = source.fingerprint()  # hashes every input file: once
     parameters = {
-        "source": [type(source).__name__, source.fingerprint()],
+        "source": [type(source).__name__, source_fp],
         "task": options["task"],
         "valid_ratio": float(options["valid_ratio"]),
         "test_ratio": float(options["test_ratio"]),
@@ -793,10 +802,10 @@ def prepare_text(
     }
     key = hash_files([], {**parameters, "schema": TEXT_SCHEMA_VERSION})
     folder = text_folder(data_dir, name, key)
-    if not force and _stored_key(folder) == key:
-        return load_text_folder(folder), True
+    if not force and (splits := open_text_folder(folder, key)) is not None:
+        return splits, True
 
-    splits = prepare_text_data(source, label_names=label_names, **options)
+    splits = prepare_text_data(source, label_names=label_names, source_fingerprint=source_fp, **options)
     parts = {split: getattr(splits, split) for split in SPLITS}
     rows = pd.concat([frame.assign(**{SPLIT: split}) for split, frame in parts.items()], ignore_index=True)
     labels = {"label_names": splits.label_names, "oos_label": splits.oos_label}
@@ -816,4 +825,4 @@ def prepare_text(
         rows.to_parquet(tmp / TEXTS_FILE, index=False)
         (tmp / LABELS_FILE).write_text(json.dumps(labels, indent=2) + "\n", encoding="utf-8")
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    return load_text_folder(folder), False
+    return dataclasses.replace(splits, path=folder, key=key), False

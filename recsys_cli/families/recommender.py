@@ -9,7 +9,6 @@ history, so `recsys predict` needs nothing but the file.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,15 @@ from omegaconf import DictConfig
 
 from recsys_cli.config import build, to_container
 from recsys_cli.core.family import ModelFamily, PredictRequest, PredictResult, Prepared
-from recsys_cli.data.preprocess import TRAIN, PreprocessConfig, Processed, fingerprint, load_processed, prepare
+from recsys_cli.data.preprocess import (
+    PreprocessConfig,
+    Processed,
+    fingerprint,
+    open_processed,
+    prepare,
+    processed_folder,
+    train_item_counts,
+)
 from recsys_cli.data.spec import DataSpec
 from recsys_cli.errors import RecsysError
 
@@ -47,10 +54,6 @@ def build_source(data_cfg: DictConfig) -> Any:
     return build(data_cfg.source, f"the data source of data={data_cfg.name}", "check the data.source keys.")
 
 
-def processed_folder(data_dir: str | Path, name: str, data_fingerprint: str) -> Path:
-    return Path(data_dir) / "processed" / f"{name}-{data_fingerprint[:12]}"
-
-
 def prepare_interactions(
     cfg: DictConfig, item_vocab: list[str] | None = None, force: bool = False, user_vocab: list[str] | None = None
 ) -> tuple[Processed, bool]:
@@ -66,27 +69,9 @@ def prepare_interactions(
     )
 
 
-def train_item_counts(processed: Processed) -> np.ndarray:
-    """Popularity in the training split, indexed by item index (0 = padding)."""
-    inter = processed.interactions
-    items = inter["item_idx"].to_numpy().astype(np.int64)
-    return np.bincount(items[inter["split"].to_numpy() == TRAIN], minlength=processed.n_items + 1)
-
-
 def data_spec(processed: Processed, max_len: int) -> DataSpec:
-    """Sizes, history length and the item word features of a processed log."""
-    import torch
-
-    from recsys_cli.data.features import item_feature_tokens
-
-    features = torch.from_numpy(item_feature_tokens(processed.items, processed.n_items))
-    return DataSpec(
-        n_users=processed.n_users,
-        n_items=processed.n_items,
-        max_len=max_len,
-        item_features=features,
-        item_feature_vocab=int(features.max()) + 1,
-    )
+    """Sizes, history length and the item table (item word features derive from it on demand)."""
+    return DataSpec(n_users=processed.n_users, n_items=processed.n_items, max_len=max_len, items=processed.items)
 
 
 def summary_rows(processed: Processed) -> list[tuple[str, str]]:
@@ -105,7 +90,7 @@ def summary_rows(processed: Processed) -> list[tuple[str, str]]:
     return rows
 
 
-def _prepared(processed: Processed, max_len: int, reused: bool = False, **extra: Any) -> Prepared:
+def _prepared(processed: Processed, max_len: int, reused: bool = False, same: bool | None = None) -> Prepared:
     return Prepared(
         name=processed.meta["name"],
         content=processed,
@@ -115,7 +100,8 @@ def _prepared(processed: Processed, max_len: int, reused: bool = False, **extra:
         reused=reused,
         title=f"{processed.meta['name']}: {processed.meta['source']}",
         summary=summary_rows(processed),
-        **extra,
+        same_as_checkpoint=same,
+        info={"dropped": processed.meta.get("dropped", {})},
     )
 
 
@@ -151,23 +137,28 @@ class RecommenderFamily(ModelFamily):
         meta = checkpoint[KEY]
         stored = meta["data"]
         max_len = checkpoint["hyper_parameters"]["max_len"]
-        folder = processed_folder(cfg.paths.data_dir, stored["name"], stored["fingerprint"])
-        if to_container(cfg.data) == meta["config"]["data"] and _fingerprint_of(folder) == stored["fingerprint"]:
+        if to_container(cfg.data) == meta["config"]["data"]:
             # The training data itself, processed: no raw file is read.
-            processed = load_processed(folder)
-            return _prepared(processed, max_len, reused=True, same_as_checkpoint=True, info={"dropped": {}})
+            folder = processed_folder(cfg.paths.data_dir, stored["name"], stored["fingerprint"])
+            processed = open_processed(folder, stored["fingerprint"])
+            if processed is not None:
+                return _prepared(processed, max_len, reused=True, same=True)
         # Another dataset (or another version of it) is read through the checkpoint's item and user
         # vocabularies, so indices mean what the model learned: events on unknown items are dropped and
         # counted; unknown users get indices past the checkpoint's (per-user models fold them in from history).
-        same = (
-            fingerprint(build_source(cfg.data).fingerprint(), preprocess_config(cfg.data), None)
-            == stored["fingerprint"]
+        source, config = build_source(cfg.data), preprocess_config(cfg.data)
+        source_fp = source.fingerprint()
+        same = fingerprint(source_fp, config, None) == stored["fingerprint"]
+        processed, reused = prepare(
+            cfg.data.name,
+            source,
+            config,
+            cfg.paths.data_dir,
+            item_vocab=None if same else stored["item_ids"][1:],
+            user_vocab=None if same else stored["user_ids"][1:],
+            source_fingerprint=source_fp,
         )
-        vocab = None if same else stored["item_ids"][1:]
-        user_vocab = None if same else stored["user_ids"][1:]
-        processed, reused = prepare_interactions(cfg, item_vocab=vocab, user_vocab=user_vocab)
-        info = {"dropped": processed.meta.get("dropped", {})}
-        return _prepared(processed, max_len, reused, same_as_checkpoint=same, info=info)
+        return _prepared(processed, max_len, reused, same)
 
     def datamodule(self, cfg: DictConfig, data: Prepared, model: Any) -> Any:
         from recsys_cli.data.datamodule import SequenceDataModule
@@ -245,7 +236,7 @@ class RecommenderFamily(ModelFamily):
             "user_ids": ["", *processed.users["user_id"].tolist()],
             "item_ids": ["", *items["item_id"].tolist()],
             "item_titles": ["", *items["title"].fillna("").tolist()],
-            "item_popularity": torch.from_numpy(datamodule.train_item_counts().astype(np.float32)),
+            "item_popularity": torch.from_numpy(train_item_counts(processed).astype(np.float32)),
             "history_indptr": torch.from_numpy(indptr.astype(np.int64)),
             "history_items": torch.from_numpy(datamodule.item_idx.astype(np.int32)),
             "history_times": torch.from_numpy(datamodule.timestamps.astype(np.int64)),
@@ -264,13 +255,6 @@ class RecommenderFamily(ModelFamily):
 
     def predict(self, checkpoint: dict[str, Any], request: PredictRequest) -> PredictResult:
         return recommend(checkpoint, request)
-
-
-def _fingerprint_of(folder: Path) -> str | None:
-    try:
-        return json.loads((folder / "meta.json").read_text()).get("fingerprint")
-    except (OSError, ValueError):
-        return None
 
 
 # --- predict ----------------------------------------------------------------------------------------

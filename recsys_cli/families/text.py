@@ -130,14 +130,15 @@ class TextFamily(ModelFamily):
 
     def reopen(self, cfg: DictConfig, checkpoint: dict[str, Any]) -> Prepared:
         from recsys_cli.checkpoint import KEY
-        from recsys_cli.data.text import load_text_folder, text_folder
+        from recsys_cli.data.text import open_text_folder, text_folder
 
         meta = checkpoint[KEY]
         stored = meta["data"]
         if to_container(cfg.data) == meta["config"]["data"] and stored.get("key"):
-            folder = text_folder(cfg.paths.data_dir, stored["name"], stored["key"])
-            if (folder / "meta.json").is_file():  # the training texts themselves: no raw file is read
-                return _prepared(cfg.data.name, load_text_folder(folder), reused=True, same=True)
+            # The training texts themselves, processed: no raw file is read.
+            splits = open_text_folder(text_folder(cfg.paths.data_dir, stored["name"], stored["key"]), stored["key"])
+            if splits is not None:
+                return _prepared(cfg.data.name, splits, reused=True, same=True)
         # The checkpoint's label map is kept (labels new in this data are appended and count as errors).
         splits, reused = prepare_texts(cfg, label_names=stored["label_names"] or None)
         return _prepared(cfg.data.name, splits, reused, same=splits.fingerprint == stored["fingerprint"])
@@ -156,8 +157,7 @@ class TextFamily(ModelFamily):
             num_workers=text.num_workers,
             group_by_length=text.group_by_length,
             seed=cfg.seed,
-            # Tokenisations are cached beside the texts they come from.
-            cache_dir=splits.path / "tokens" if splits.path else Path(cfg.paths.data_dir) / "processed" / "text",
+            cache_dir=splits.path / "tokens",  # tokenisations are cached beside the texts they come from
         )
 
     def before_fit(self, cfg: DictConfig, model: Any, datamodule: Any) -> dict[str, Any]:

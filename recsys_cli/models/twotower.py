@@ -57,11 +57,8 @@ def in_batch_logits(
 class TwoTower(Recommender):
     @classmethod
     def data_arguments(cls, data: DataSpec) -> dict[str, Any]:
-        return {
-            **super().data_arguments(data),
-            "item_features": data.item_features,
-            "feature_vocab_size": data.item_feature_vocab,
-        }
+        features, vocab_size = data.item_word_features()
+        return {**super().data_arguments(data), "item_features": features, "feature_vocab_size": vocab_size}
 
     def __init__(
         self,

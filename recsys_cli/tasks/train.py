@@ -57,7 +57,3 @@ def summary_row(result: TrainResult) -> dict[str, Any]:
 def _csv_cell(value: Any) -> str:
     text = "" if value is None else str(value)
     return f'"{text}"' if ("," in text or " " in text) else text
-
-
-def compose_and_run(overrides: list[str]) -> TrainResult:
-    return run(compose_config(overrides), overrides=overrides)

@@ -335,3 +335,15 @@ def test_twotower_item_features_live_in_the_weights_and_come_back_from_the_spec(
     assert cos(inputs[0], inputs[1], dim=0) > cos(inputs[0], inputs[2], dim=0)
     without = TwoTower(n_items=3, max_len=5, item_features=features, use_item_features=False)
     assert without.word_embedding is None and without.hparams["feature_vocab_size"] is None
+
+
+def test_item_word_features_are_derived_only_for_a_model_that_reads_them():
+    items = pd.DataFrame({"item_idx": [1, 2, 3], "title": ["red shoe", "blue shoe", "green hat"]})
+    spec = DataSpec(n_items=3, max_len=5, items=items)
+    BPR.data_arguments(spec)
+    assert spec.item_features is None and spec.to_meta()["item_features"] is None
+    arguments = TwoTower.data_arguments(spec)
+    expected = torch.from_numpy(item_feature_tokens(items, n_items=3))
+    assert torch.equal(arguments["item_features"], expected) and arguments["feature_vocab_size"] == 6
+    assert spec.to_meta()["item_features"] == {"tensor": list(expected.shape), "dtype": "int64"}
+    assert "items" not in spec.to_meta()
