@@ -167,8 +167,12 @@ class TextFamily(ModelFamily):
         cache_seconds = 0.0
         if cfg.model.get("finetune") == "frozen":
             # The encoder never changes: its pooled outputs are computed once, epochs then train the head.
+            # They are computed at the run's precision, as validation, eval and predict compute them.
+            from recsys_cli.runtime import inference_autocast
+
             start = time.perf_counter()
-            datamodule.cache_features(model.eval().embed, batch_size=cfg.data.text.eval_batch_size)
+            with inference_autocast(cfg.trainer.precision, cfg.trainer.accelerator):
+                datamodule.cache_features(model.eval().embed, batch_size=cfg.data.text.eval_batch_size)
             model.train()
             cache_seconds = time.perf_counter() - start
         return {

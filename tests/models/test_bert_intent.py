@@ -238,3 +238,25 @@ def test_top_k_and_lora_work_across_bert_family_architectures(name):
     ids = torch.randint(3, 50, (2, 7))
     out = encoder(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state
     assert out.shape == (2, 7, 16)
+
+
+def test_frozen_features_are_cached_at_the_runs_precision(tiny_encoder, workdir):
+    """Cached features are what validation, eval and predict compute: the encoder under the run's autocast."""
+    import numpy as np
+
+    from recsys_cli.config import compose_config
+    from recsys_cli.core.run import build_model
+    from recsys_cli.families.text import TextFamily
+
+    args = [*workdir, *TINY_TEXT, "model=bert_intent", f"model.encoder={tiny_encoder}", "model.finetune=frozen"]
+    cfg = compose_config([*args, "trainer.precision=bf16-mixed"])
+    family = TextFamily()
+    data = family.prepare(cfg)
+    model = build_model(cfg, data.spec)
+    datamodule = family.datamodule(cfg, data, model)
+    family.before_fit(cfg, model, datamodule)
+    valid = datamodule.data["valid"]
+    rows = np.argsort(valid.lengths, kind="stable")[: cfg.data.text.eval_batch_size]  # the first cached batch
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = model.eval().embed(valid.token_batch(rows)).float()
+    assert torch.equal(valid.features[torch.from_numpy(rows)], expected)
