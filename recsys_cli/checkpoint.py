@@ -110,7 +110,7 @@ def build_module(checkpoint: dict[str, Any]) -> pl.LightningModule:
     arguments = dict(checkpoint["hyper_parameters"])
     spec = checkpoint[KEY].get("spec")
     if spec is not None:
-        arguments.update(cls.data_arguments(DataSpec.from_meta(spec)))
+        arguments.update(cls.data_arguments(DataSpec.from_meta(spec), arguments))
     try:
         module = cls(**arguments)
     except TypeError as exc:

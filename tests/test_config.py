@@ -3,6 +3,7 @@
 import inspect
 import itertools
 
+import pandas as pd
 import pytest
 from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
@@ -42,7 +43,10 @@ def test_every_model_option_builds(name, tiny_encoder):
         assert model.n_labels == 3 and model.task == cfg.model.task
         assert cfg.train.monitor == cfg.model.recipe.monitor and cfg.trainer.max_epochs == cfg.model.recipe.max_epochs
         return
-    model = build_model(cfg, DataSpec(n_users=4, n_items=20, max_len=5))
+    if "text_encoder" in cfg.model:
+        cfg = compose_config([f"model={name}", f"model.text_encoder={tiny_encoder}"])
+    items = pd.DataFrame({"item_idx": range(1, 21), "title": [f"a gift for a runner {i}" for i in range(20)]})
+    model = build_model(cfg, DataSpec(n_users=4, n_items=20, max_len=5, items=items))
     assert model.n_items == 20 and model.max_len == 5
     assert cfg.train.monitor == "val/ndcg@10"
 

@@ -40,8 +40,9 @@ def test_model_trains_evaluates_and_predicts_from_its_checkpoint(name, workdir, 
         if family_for(cfg).reads(cfg.data):
             break
     overrides = [*run, *data]
-    if "encoder" in cfg.model:  # no hub here: the tiny in-process encoder
-        overrides.append(f"model.encoder={tiny_encoder}")
+    for key in ("encoder", "text_encoder"):  # no hub here: the tiny in-process encoder
+        if key in cfg.model:
+            overrides.append(f"model.{key}={tiny_encoder}")
     result = train.run(compose_config(overrides), overrides=overrides)
 
     test = result.metrics["test"]

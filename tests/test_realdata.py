@@ -46,3 +46,20 @@ def test_ml100k_pop_trains_evaluates_and_predicts_for_all_users(workdir, tmp_pat
     assert done.rows == 943 and len(table) == 943
     assert table["item_ids"].str.split().map(len).eq(10).all()
     assert json.loads((result.run_dir / "metrics.json").read_text())["protocol"]["mask_history"] is True
+
+
+def test_office_preprocess_keeps_the_published_leave_one_out_and_item_text(workdir):
+    path = shared_dataset("amazon-office-2014")
+    processed, _ = prepare_interactions(compose_config([*workdir, "data=office", f"data.path={path}"]))
+    meta = processed.meta
+    assert meta["counts"] == {**meta["counts"], "users": 4905, "items": 2420, "interactions": 53_258}
+    assert meta["splits"] == {"train": 53_258 - 2 * 4905, "valid": 4905, "test": 4905}
+    # The test event of each user is the file's last row for that user (ties on a day keep file order).
+    raw = pd.read_csv(path / "interactions.csv", dtype={"user_id": str})
+    last = raw.groupby("user_id", sort=False)["item_id"].last()
+    inter = processed.interactions.merge(processed.users, on="user_idx").merge(processed.items, on="item_idx")
+    test = inter[inter["split"] == 2].set_index("user_id")["item_id"]
+    assert (test.reindex(last.index) == last).all()
+    items = processed.items.set_index("item_id")
+    assert items.loc["B00000JBLH", "text"] == "HP 12C Financial Calculator Scientific HP"
+    assert items.loc["B00000JBLH", "title"] == items.loc["B00000JBLH", "text"]

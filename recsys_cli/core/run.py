@@ -78,7 +78,7 @@ def build_model(cfg: DictConfig, spec: DataSpec) -> Any:
     from recsys_cli.config import build
 
     arguments = {key: value for key, value in cfg.model.items() if key not in MODEL_SETTINGS}
-    from_data = get_class(cfg.model._target_).data_arguments(spec)
+    from_data = get_class(cfg.model._target_).data_arguments(spec, arguments)
     return build(arguments, f"model={cfg.model.name}", "check the model.* keys.", **from_data)
 
 

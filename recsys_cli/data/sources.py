@@ -391,7 +391,8 @@ class TableSource(Source):
         }
         _check_columns(raw, cols, str(path), "data.source.item_columns")
         items = pd.DataFrame({ITEM: raw[cols["item"]]})
-        items[TITLE] = raw[cols["title"]] if cols["title"] else ""
+        # A table with only one text column shows it as the title too (predictions list titles).
+        items[TITLE] = raw[cols["title"] or cols["text"]] if cols["title"] or cols["text"] else ""
         items[TEXT] = raw[cols["text"]] if cols["text"] else items[TITLE]
         return items
 

@@ -71,7 +71,13 @@ def prepare_interactions(
 
 def data_spec(processed: Processed, max_len: int) -> DataSpec:
     """Sizes, history length and the item table (item word features derive from it on demand)."""
-    return DataSpec(n_users=processed.n_users, n_items=processed.n_items, max_len=max_len, items=processed.items)
+    return DataSpec(
+        n_users=processed.n_users,
+        n_items=processed.n_items,
+        max_len=max_len,
+        items=processed.items,
+        folder=processed.path,
+    )
 
 
 def summary_rows(processed: Processed) -> list[tuple[str, str]]:

@@ -24,8 +24,12 @@ class Recommender(pl.LightningModule):
     family = "recsys_cli.families.recommender.RecommenderFamily"
 
     @classmethod
-    def data_arguments(cls, data: DataSpec) -> dict[str, Any]:
-        """The constructor arguments that come from the data; a model that needs more extends this."""
+    def data_arguments(cls, data: DataSpec, settings: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The constructor arguments that come from the data; a model that needs more extends this.
+
+        ``settings``: the model's own settings (``conf/model``, or a checkpoint's hyperparameters), for a
+        model whose data arguments depend on them (which encoder embeds the item text, say).
+        """
         return {"n_items": data.n_items, "max_len": data.max_len}
 
     def __init__(
@@ -106,16 +110,21 @@ class Recommender(pl.LightningModule):
 class DotProductRecommender(Recommender):
     """A recommender that scores an item by the dot product of one query vector per row with its embedding.
 
-    Subclasses own ``item_embedding`` (``nn.Embedding(n_items + 1, H)``) and define ``query_vectors(batch)
-    -> [B, H]`` (a sequence model's last hidden state, a user embedding, ...); full ranking and candidate
-    scoring both come from here, so they always agree.
+    Subclasses own ``item_embedding`` (``nn.Embedding(n_items + 1, H)``), or override ``item_table()`` (an
+    :class:`~recsys_cli.models.item_repr.ItemRepresentation` of IDs and text), and define
+    ``query_vectors(batch) -> [B, H]`` (a sequence model's last hidden state, a user embedding, ...); full
+    ranking and candidate scoring both come from here, so they always agree.
     """
+
+    def item_table(self) -> torch.Tensor:
+        """Every item's vector ``[n_items + 1, H]`` (row 0: padding)."""
+        return self.item_embedding.weight
 
     def query_vectors(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
 
     def score_all(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.query_vectors(batch) @ self.item_embedding.weight.T
+        return self.query_vectors(batch) @ self.item_table().T
 
     def score(self, batch: dict[str, torch.Tensor], item_ids: torch.Tensor) -> torch.Tensor:
-        return (self.item_embedding(item_ids) * self.query_vectors(batch).unsqueeze(1)).sum(-1)
+        return (self.item_table()[item_ids] * self.query_vectors(batch).unsqueeze(1)).sum(-1)

@@ -34,7 +34,7 @@ class BertIntent(pl.LightningModule):
     family = "recsys_cli.families.text.TextFamily"
 
     @classmethod
-    def data_arguments(cls, data: DataSpec) -> dict[str, Any]:
+    def data_arguments(cls, data: DataSpec, settings: dict[str, Any] | None = None) -> dict[str, Any]:
         """Label names (classification) or the target's scale (regression) come from the data."""
         arguments: dict[str, Any] = {"n_labels": data.n_labels, "label_names": data.label_names}
         if data.target_mean is not None:

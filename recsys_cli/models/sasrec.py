@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from recsys_cli.data import batch as keys
@@ -55,17 +56,19 @@ class SASRec(DotProductRecommender):
         self.final_norm = nn.LayerNorm(hidden_size)
         self.apply(init_weights)
 
-    def encode(self, history: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+    def encode(self, history: torch.Tensor, last_only: bool = False, table: torch.Tensor | None = None) -> torch.Tensor:
         """Hidden state at every position, ``[B, L, H]`` (``[B, 1, H]``: the last one, with ``last_only``).
 
         With ``last_only`` the final block computes only the last position (all that ranking needs).
 
         Positions count from the oldest item of the history (0, 1, ...; padding gets 0 and is never
         attended to), so the item a prediction is made after sits at the same position in training
-        windows and at inference, and left padding or trimming it changes nothing.
+        windows and at inference, and left padding or trimming it changes nothing. ``table``: the item
+        table when the caller already computed it (:meth:`item_table`).
         """
         positions = ((history > 0).cumsum(1) - 1).clamp(min=0)
-        x = self.dropout(self.item_embedding(history) + self.position_embedding(positions))
+        table = self.item_table() if table is None else table
+        x = self.dropout(self.embed_items(history, table) + self.position_embedding(positions))
         mask = attention_mask(history, causal=True)
         for index, block in enumerate(self.blocks):
             x = block(x, mask, tail=int(last_only and index == len(self.blocks) - 1))
@@ -74,9 +77,15 @@ class SASRec(DotProductRecommender):
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         history, next_items = trim_padding(batch[keys.HISTORY], batch[keys.NEXT_ITEMS])
         has_target = next_items > 0
-        hidden = self.encode(history)[has_target]  # only positions with a next item cost anything
+        table = self.item_table()
+        hidden = self.encode(history, table=table)[has_target]  # only positions with a next item cost anything
         targets = next_items[has_target]
-        return self.next_item_loss(hidden, targets, self.item_embedding.weight)
+        return self.next_item_loss(hidden, targets, table)
+
+    @staticmethod
+    def embed_items(history: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        """Rows of ``table`` for ``history``; padding (0) gets no gradient, as ``nn.Embedding(padding_idx=0)``."""
+        return F.embedding(history, table, padding_idx=0)
 
     def query_vectors(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """``[B, H]``: the hidden state after each history's last item."""

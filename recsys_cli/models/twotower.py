@@ -56,9 +56,9 @@ def in_batch_logits(
 
 class TwoTower(Recommender):
     @classmethod
-    def data_arguments(cls, data: DataSpec) -> dict[str, Any]:
+    def data_arguments(cls, data: DataSpec, settings: dict[str, Any] | None = None) -> dict[str, Any]:
         features, vocab_size = data.item_word_features()
-        return {**super().data_arguments(data), "item_features": features, "feature_vocab_size": vocab_size}
+        return {**super().data_arguments(data, settings), "item_features": features, "feature_vocab_size": vocab_size}
 
     def __init__(
         self,

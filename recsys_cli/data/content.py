@@ -1,0 +1,212 @@
+"""Content understanding: item text (and a user's own words) → embeddings from a transformer encoder.
+
+``model.text_encoder`` names the encoder as ``model.encoder`` does for the intent model
+(:func:`recsys_cli.models.encoders.resolve_encoder`: ``minilm-packaged``, a local Hugging Face folder or a
+hub id) or as a fine-tuned ``bert_intent`` checkpoint (a ``.ckpt`` file, or its run folder): that model's
+encoder and pooling embed the text, and its head also gives each text's intent distribution.
+
+Item embeddings are computed once, in batches of similar length, and cached in the processed data folder
+under ``item_text/<encoder>-<key>.npy``; the key covers the encoder's identity (its files or checkpoint
+content), the texts, the token limit and the pooling, so another encoder or changed item text never reads
+a stale cache. The cache is plain ``.npy`` (loaded with ``allow_pickle=False``) plus a ``.json`` with what
+was encoded and how fast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from recsys_cli.errors import RecsysError
+from recsys_cli.io import atomic_path, atomic_write_json
+
+CACHE_VERSION = 1
+TEXT_FIELDS = ("title", "text", "category")
+MAX_CHARS = 2000  # longer item texts are cut before tokenising (the token limit cuts them anyway)
+
+
+def item_text_strings(items: pd.DataFrame, n_items: int) -> list[str]:
+    """One string per item index (0 = padding: empty): title, text and category joined, each part once."""
+    columns = [column for column in TEXT_FIELDS if column in items.columns]
+    out = [""] * (n_items + 1)
+    if not columns or items.empty:
+        return out
+    parts = items[columns].fillna("").astype(str)
+    for row, values in zip(items["item_idx"].to_numpy(), parts.itertuples(index=False), strict=True):
+        seen: list[str] = []
+        for value in values:
+            value = value.strip()
+            if value and not any(value in earlier for earlier in seen):
+                seen.append(value)
+        out[int(row)] = " ".join(seen)[:MAX_CHARS]
+    return out
+
+
+def texts_fingerprint(texts: list[str]) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    for text in texts:
+        digest.update(text.encode("utf-8", "replace") + b"\x1f")
+    return digest.hexdigest()
+
+
+def checkpoint_path(name: str) -> Path | None:
+    """The ``bert_intent`` checkpoint ``name`` points at (a ``.ckpt`` file or a run folder), else None."""
+    path = Path(name).expanduser()
+    if path.suffix == ".ckpt":
+        return path
+    if path.is_dir() and (path / "checkpoints" / "best.ckpt").is_file():
+        return path / "checkpoints" / "best.ckpt"
+    return None
+
+
+def _file_identity(paths: list[Path]) -> str:
+    """Content hash of small files, size and modification time of large ones (weights)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for path in sorted(paths):
+        stat = path.stat()
+        digest.update(path.name.encode())
+        if stat.st_size < (1 << 20):
+            digest.update(path.read_bytes())
+        else:
+            digest.update(f"{stat.st_size}:{int(stat.st_mtime)}".encode())
+    return digest.hexdigest()
+
+
+class TextEmbedder:
+    """A frozen encoder that turns strings into pooled embeddings (and intents, for a ``bert_intent`` checkpoint).
+
+    ``precision``: ``auto`` runs bf16 where the CPU (or GPU) computes it natively, else float32; the
+    embeddings are returned as float32 either way.
+    """
+
+    def __init__(self, name: str, max_length: int = 64, batch_size: int = 128, precision: str = "auto") -> None:
+        import torch
+
+        from recsys_cli.models import encoders
+
+        self.name = str(name)
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.precision = precision
+        self.label_names: list[str] | None = None
+        self.head: Any = None
+        ckpt = checkpoint_path(self.name)
+        if ckpt is not None:
+            from recsys_cli.checkpoint import build_module, load_checkpoint
+
+            checkpoint = load_checkpoint(ckpt, kind="text")
+            module = build_module(checkpoint)
+            if module.task == "regression":
+                raise RecsysError(
+                    f"model.text_encoder='{name}' is a rating model; pass a bert_intent classification "
+                    "checkpoint, minilm-packaged, or a Hugging Face encoder folder."
+                )
+            self.encoder, self.tokenizer, self.pooling = module.encoder, module.tokenizer, module.pooling
+            self.head, self.label_names = module.head, module.label_names
+            self.identity = {"checkpoint": _file_identity([ckpt]), "pooling": self.pooling}
+        else:
+            self.encoder, self.tokenizer = encoders.load_pretrained(self.name, "model.text_encoder")
+            self.pooling = "mean"
+            location = Path(encoders.resolve_encoder(self.name, "model.text_encoder"))
+            files = [p for p in location.iterdir() if p.is_file()] if location.is_dir() else []
+            self.identity = {"encoder": self.name, "files": _file_identity(files) if files else None}
+        self.encoder.eval()
+        self.dim = int(self.encoder.config.hidden_size)
+        self._torch = torch
+
+    def key(self, texts: list[str]) -> str:
+        payload = {
+            **self.identity,
+            "texts": texts_fingerprint(texts),
+            "max_length": self.max_length,
+            "version": CACHE_VERSION,
+        }
+        return hashlib.blake2b(json.dumps(payload, sort_keys=True).encode(), digest_size=16).hexdigest()
+
+    def slug(self) -> str:
+        base = Path(self.name).name if checkpoint_path(self.name) is None else "bert_intent"
+        return re.sub(r"[^A-Za-z0-9_.-]+", "_", base)[:40] or "encoder"
+
+    def embed(self, texts: list[str], progress: bool = False, with_intents: bool = False) -> Any:
+        """``[N, D]`` float32 pooled embeddings (rows of empty texts are zeros); with ``with_intents``
+        also ``[N, C]`` intent probabilities (a ``bert_intent`` checkpoint only, else None)."""
+        from recsys_cli.core.progress import progress_bar
+        from recsys_cli.runtime import inference_autocast
+
+        torch = self._torch
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        probs = None
+        if with_intents and self.head is not None:
+            probs = np.zeros((len(texts), len(self.label_names or [])), dtype=np.float32)
+        rows = np.array([i for i, text in enumerate(texts) if text], dtype=np.int64)
+        order = rows[np.argsort([len(texts[i]) for i in rows], kind="stable")]
+        batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        with (
+            torch.inference_mode(),
+            inference_autocast(self.precision),
+            progress_bar(progress, len(batches), "encoding text") as advance,
+        ):
+            for batch in batches:
+                tokens = self.tokenizer(
+                    [texts[i] for i in batch],
+                    padding=True,
+                    truncation=True,
+                    max_length=self.max_length,
+                    return_tensors="pt",
+                )
+                mask = tokens["attention_mask"]
+                hidden = self.encoder(input_ids=tokens["input_ids"], attention_mask=mask).last_hidden_state
+                if self.pooling == "cls":
+                    pooled = hidden[:, 0]
+                else:
+                    weights = mask.unsqueeze(-1).to(hidden.dtype)
+                    pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+                out[batch] = pooled.float().numpy()
+                if probs is not None:
+                    probs[batch] = torch.softmax(self.head(pooled).float(), dim=-1).numpy()
+                advance()
+        return (out, probs) if with_intents else out
+
+
+def cached_embeddings(
+    folder: Path | None, texts: list[str], embedder: TextEmbedder, progress: bool = False
+) -> np.ndarray:
+    """``embedder.embed(texts)``, read from ``folder/item_text/`` when it was computed before, else computed
+    and written there atomically (``folder`` None: computed, not cached)."""
+    if folder is None:
+        return embedder.embed(texts, progress=progress)
+    key = embedder.key(texts)
+    path = Path(folder) / "item_text" / f"{embedder.slug()}-{key[:16]}.npy"
+    if path.is_file():
+        try:
+            cached = np.load(path, allow_pickle=False)
+        except (OSError, ValueError):
+            cached = None  # truncated or foreign: computed again below
+        if cached is not None and cached.shape == (len(texts), embedder.dim):
+            return cached
+    start = time.perf_counter()
+    embeddings = embedder.embed(texts, progress=progress)
+    seconds = time.perf_counter() - start
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.save(handle, embeddings, allow_pickle=False)
+    atomic_write_json(
+        path.with_suffix(".json"),
+        {
+            "encoder": embedder.name,
+            "texts": len(texts),
+            "non_empty": int(sum(1 for text in texts if text)),
+            "dim": embedder.dim,
+            "max_length": embedder.max_length,
+            "seconds": round(seconds, 3),
+            "texts_per_second": round(len(texts) / max(seconds, 1e-9), 1),
+            "key": key,
+        },
+    )
+    return embeddings
