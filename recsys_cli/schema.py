@@ -52,6 +52,8 @@ class EvalConfig:
     num_negatives: int = MISSING
     negatives: str = MISSING
     negative_seed: int = MISSING
+    cold_start_items: float = MISSING
+    cold_start_seed: int = MISSING
 
 
 @dataclass

@@ -74,6 +74,8 @@ class Processed:
     users: pd.DataFrame
     meta: dict[str, Any]
     extra: dict[str, pd.DataFrame] = field(default_factory=dict)
+    # Items held out of training for cold-start evaluation (recsys_cli.evaluation.cold_start), if any.
+    cold_start: dict[str, Any] | None = None
 
     @property
     def n_items(self) -> int:

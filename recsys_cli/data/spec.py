@@ -44,6 +44,7 @@ class DataSpec:
     item_feature_vocab: int = 0
     # Where the processed data lives (item text embeddings are cached there); not stored in checkpoints.
     folder: Path | None = field(default=None, repr=False, compare=False, metadata={"stored": False})
+    item_counts: torch.Tensor | None = None  # [n_items + 1] training events per item (0: never seen in training)
     item_text_features: torch.Tensor | None = None
     item_text_encoder: str | None = None
     task: str | None = None

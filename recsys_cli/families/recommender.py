@@ -70,13 +70,16 @@ def prepare_interactions(
 
 
 def data_spec(processed: Processed, max_len: int) -> DataSpec:
-    """Sizes, history length and the item table (item word features derive from it on demand)."""
+    """Sizes, history length, training counts and the item table (item text features derive from it on demand)."""
+    import torch
+
     return DataSpec(
         n_users=processed.n_users,
         n_items=processed.n_items,
         max_len=max_len,
         items=processed.items,
         folder=processed.path,
+        item_counts=torch.from_numpy(train_item_counts(processed).astype(np.int64)),
     )
 
 
@@ -96,7 +99,18 @@ def summary_rows(processed: Processed) -> list[tuple[str, str]]:
     return rows
 
 
+def with_cold_start(cfg: DictConfig, processed: Processed) -> Processed:
+    """The data with ``eval.cold_start_items`` of the items held out of training (unchanged for 0)."""
+    from recsys_cli.evaluation.cold_start import hold_out
+
+    share = float(cfg.eval.get("cold_start_items", 0.0) or 0.0)
+    return hold_out(processed, share, int(cfg.eval.get("cold_start_seed", 0))) if share > 0 else processed
+
+
 def _prepared(processed: Processed, max_len: int, reused: bool = False, same: bool | None = None) -> Prepared:
+    info: dict[str, Any] = {"dropped": processed.meta.get("dropped", {})}
+    if processed.cold_start is not None:
+        info["cold_start"] = processed.cold_start["info"]
     return Prepared(
         name=processed.meta["name"],
         content=processed,
@@ -107,7 +121,7 @@ def _prepared(processed: Processed, max_len: int, reused: bool = False, same: bo
         title=f"{processed.meta['name']}: {processed.meta['source']}",
         summary=summary_rows(processed),
         same_as_checkpoint=same,
-        info={"dropped": processed.meta.get("dropped", {})},
+        info=info,
     )
 
 
@@ -135,7 +149,7 @@ class RecommenderFamily(ModelFamily):
 
     def prepare(self, cfg: DictConfig, force: bool = False) -> Prepared:
         processed, reused = prepare_interactions(cfg, force=force)
-        return _prepared(processed, cfg.data.max_len, reused)
+        return _prepared(with_cold_start(cfg, processed), cfg.data.max_len, reused)
 
     def reopen(self, cfg: DictConfig, checkpoint: dict[str, Any]) -> Prepared:
         from recsys_cli.checkpoint import KEY
@@ -143,12 +157,20 @@ class RecommenderFamily(ModelFamily):
         meta = checkpoint[KEY]
         stored = meta["data"]
         max_len = checkpoint["hyper_parameters"]["max_len"]
+        trained = meta["config"].get("eval", {})
+        for key, default in (("cold_start_items", 0.0), ("cold_start_seed", 0)):
+            if cfg.eval.get(key, default) != trained.get(key, default):
+                raise RecsysError(
+                    f"the checkpoint was trained with eval.{key}={trained.get(key, default)}, not "
+                    f"{cfg.eval.get(key, default)}: new items must be held out while training; train with "
+                    f"eval.{key}={cfg.eval.get(key, default)} and evaluate that checkpoint."
+                )
         if to_container(cfg.data) == meta["config"]["data"]:
             # The training data itself, processed: no raw file is read.
             folder = processed_folder(cfg.paths.data_dir, stored["name"], stored["fingerprint"])
             processed = open_processed(folder, stored["fingerprint"])
             if processed is not None:
-                return _prepared(processed, max_len, reused=True, same=True)
+                return _prepared(with_cold_start(cfg, processed), max_len, reused=True, same=True)
         # Another dataset (or another version of it) is read through the checkpoint's item and user
         # vocabularies, so indices mean what the model learned: events on unknown items are dropped and
         # counted; unknown users get indices past the checkpoint's (per-user models fold them in from history).
@@ -164,7 +186,7 @@ class RecommenderFamily(ModelFamily):
             user_vocab=None if same else stored["user_ids"][1:],
             source_fingerprint=source_fp,
         )
-        return _prepared(processed, max_len, reused, same)
+        return _prepared(with_cold_start(cfg, processed), max_len, reused, same)
 
     def datamodule(self, cfg: DictConfig, data: Prepared, model: Any) -> Any:
         from recsys_cli.data.datamodule import SequenceDataModule
@@ -189,11 +211,20 @@ class RecommenderFamily(ModelFamily):
             popularity = train_item_counts(data.content)
         else:
             popularity = checkpoint[KEY]["data"]["item_popularity"]
+        segments, baselines = {}, {}
+        cold = data.content.cold_start
+        if cold is not None:
+            from recsys_cli.evaluation.cold_start import SEGMENT
+
+            segments[SEGMENT] = cold["mask"]
+            baselines = {name: (SEGMENT, scores) for name, scores in cold["baselines"].items()}
         return RankingEvaluator(
             ks=list(cfg.eval.ks),
             mask_history=cfg.eval.mask_history,
             item_popularity=popularity,
             log_keys=[cfg.train.monitor],
+            segments=segments,
+            segment_baselines=baselines,
             **eval_settings(cfg),
         )
 
@@ -228,6 +259,7 @@ class RecommenderFamily(ModelFamily):
             "fingerprint": processed.meta["fingerprint"],
             "users": processed.n_users,
             "items": processed.n_items,
+            **({"cold_start": processed.cold_start["info"]} if processed.cold_start is not None else {}),
         }
 
     def checkpoint_data(self, cfg: DictConfig, data: Prepared, datamodule: Any) -> dict[str, Any]:

@@ -29,6 +29,7 @@ class IntentSASRec(SASRec):
         settings = dict(settings or {})
         arguments = super().data_arguments(data, settings)
         if settings.get("fusion", "add") != "id":
+            arguments["item_counts"] = data.item_counts
             arguments["item_text"] = data.item_text_embeddings(
                 settings.get("text_encoder", "minilm-packaged"),
                 max_length=settings.get("text_max_length", 64),
@@ -41,6 +42,7 @@ class IntentSASRec(SASRec):
         n_items: int,
         max_len: int,
         item_text: torch.Tensor | None = None,
+        item_counts: torch.Tensor | None = None,
         text_encoder: str = "minilm-packaged",
         text_max_length: int = 64,
         text_batch_size: int = 128,
@@ -53,7 +55,7 @@ class IntentSASRec(SASRec):
     ) -> None:
         """``sasrec``: SASRec's own settings (layers, heads, dropout, loss, ...) and the shared training ones."""
         super().__init__(n_items=n_items, max_len=max_len, hidden_size=hidden_size, **sasrec)
-        self.save_hyperparameters(ignore=["item_text"])
+        self.save_hyperparameters(ignore=["item_text", "item_counts"])
         del self.item_embedding  # the item representation owns the ID embedding (when it has one)
         self.items = ItemRepresentation(
             n_items,
@@ -63,6 +65,7 @@ class IntentSASRec(SASRec):
             adaptor=adaptor,
             n_experts=n_experts,
             dropout=text_dropout,
+            item_counts=item_counts,
         )
 
     def item_table(self) -> torch.Tensor:

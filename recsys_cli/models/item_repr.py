@@ -8,6 +8,8 @@ training and ranking all see the same vectors.
 - ``fusion``: ``id`` (a plain ID embedding, as SASRec), ``text`` (the adapted text embedding alone:
   inductive, so an item never seen in training is scored by its text), ``add`` (ID + text), ``concat``
   (a linear map of both, concatenated) or ``gate`` (a learned per-dimension sigmoid gate between them).
+  With text, items without training events (``item_counts`` 0: new items) get no ID part: an ID vector
+  that never met a positive only learns to score low.
 - ``adaptor``: how frozen text embeddings (:mod:`recsys_cli.data.content`) enter the model's space:
   ``linear`` (whitening bias + one linear map) or ``moe`` (UniSRec's parametric whitening with a mixture
   of experts, Hou et al., KDD 2022: expert ``e`` maps ``(x - b_e) W_e``, a softmax gate over ``x`` mixes).
@@ -64,6 +66,7 @@ class ItemRepresentation(nn.Module):
         adaptor: str = "linear",
         n_experts: int = 8,
         dropout: float = 0.2,
+        item_counts: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
         if fusion not in FUSIONS:
@@ -92,6 +95,10 @@ class ItemRepresentation(nn.Module):
             nn.init.zeros_(self.mix.weight)
             nn.init.zeros_(self.mix.bias)  # starts as the mean of the two
         self.register_buffer("padding_mask", torch.ones(n_items + 1, 1).index_fill_(0, torch.tensor([0]), 0.0))
+        # An item never seen in training has no ID vector to learn (as a negative it would only be pushed
+        # down): with text it is represented by its text alone.
+        known = torch.ones(n_items + 1) if item_counts is None else (item_counts > 0).float()
+        self.register_buffer("known_ids", known.unsqueeze(1))
 
     def text_table(self) -> torch.Tensor:
         """The adapted text embedding of every item ``[n_items + 1, H]``."""
@@ -105,7 +112,7 @@ class ItemRepresentation(nn.Module):
         if self.fusion == "text":
             table = text
         else:
-            ids = self.id_embedding.weight
+            ids = self.id_embedding.weight * self.known_ids
             if self.fusion == "add":
                 table = ids + text
             elif self.fusion == "concat":
