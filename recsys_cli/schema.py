@@ -54,6 +54,7 @@ class EvalConfig:
     negative_seed: int = MISSING
     cold_start_items: float = MISSING
     cold_start_seed: int = MISSING
+    query_only: bool = MISSING
 
 
 @dataclass

@@ -15,3 +15,8 @@ ATTENTION_MASK = "attention_mask"  # [B, T] 1 for tokens, 0 for padding
 LABELS = "labels"  # [B] class index (or float target for regression)
 FEATURES = "features"  # [B, H] pooled encoder outputs, computed once when the encoder is frozen
 INDEX = "index"  # [B] row of each example in its split (de-duplicates DDP shards)
+
+# What a user says (the text-aware recommenders): the query each event answers, as encoder features.
+QUERIES = "queries"  # [B, L + 1, Dq] aligned with [history, next item]: column j + 1 holds the query that the
+#                      item after history column j answers (zeros: no query); training windows and evaluation alike
+SEGMENT_PREFIX = "segment:"  # "segment:<name>" [B] bool: rows whose targets are in a named group (e.g. new sessions)

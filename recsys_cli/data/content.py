@@ -176,23 +176,37 @@ class TextEmbedder:
 
 
 def cached_embeddings(
-    folder: Path | None, texts: list[str], embedder: TextEmbedder, progress: bool = False
+    folder: Path | None,
+    texts: list[str],
+    embedder: TextEmbedder,
+    progress: bool = False,
+    kind: str = "item_text",
+    intents: bool = False,
 ) -> np.ndarray:
-    """``embedder.embed(texts)``, read from ``folder/item_text/`` when it was computed before, else computed
-    and written there atomically (``folder`` None: computed, not cached)."""
-    if folder is None:
+    """``embedder.embed(texts)`` (with ``intents``: and the intent probabilities, concatenated), read from
+    ``folder/<kind>/`` when it was computed before, else computed and written there atomically (``folder``
+    None: computed, not cached)."""
+
+    def compute() -> np.ndarray:
+        if intents and embedder.head is not None:
+            embeddings, probs = embedder.embed(texts, progress=progress, with_intents=True)
+            return np.concatenate([embeddings, probs], axis=1)
         return embedder.embed(texts, progress=progress)
-    key = embedder.key(texts)
-    path = Path(folder) / "item_text" / f"{embedder.slug()}-{key[:16]}.npy"
+
+    width = embedder.dim + (len(embedder.label_names or []) if intents and embedder.head is not None else 0)
+    if folder is None:
+        return compute()
+    key = embedder.key(texts) + ("-intents" if width > embedder.dim else "")
+    path = Path(folder) / kind / f"{embedder.slug()}-{hashlib.blake2b(key.encode(), digest_size=8).hexdigest()}.npy"
     if path.is_file():
         try:
             cached = np.load(path, allow_pickle=False)
         except (OSError, ValueError):
             cached = None  # truncated or foreign: computed again below
-        if cached is not None and cached.shape == (len(texts), embedder.dim):
+        if cached is not None and cached.shape == (len(texts), width):
             return cached
     start = time.perf_counter()
-    embeddings = embedder.embed(texts, progress=progress)
+    embeddings = compute()
     seconds = time.perf_counter() - start
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         np.save(handle, embeddings, allow_pickle=False)
@@ -203,6 +217,7 @@ def cached_embeddings(
             "texts": len(texts),
             "non_empty": int(sum(1 for text in texts if text)),
             "dim": embedder.dim,
+            "intents": embedder.label_names if width > embedder.dim else None,
             "max_length": embedder.max_length,
             "seconds": round(seconds, 3),
             "texts_per_second": round(len(texts) / max(seconds, 1e-9), 1),

@@ -84,6 +84,7 @@ class WindowDataset(Dataset):
     Only the last ``stride`` next-item positions of a window are targets (all of them by default).
     ``users`` (the owner of each window) and ``timestamps`` (aligned with ``windows``) are optional
     and, when given, travel in every batch as ``users`` and ``timestamps`` (aligned with ``history``).
+    ``queries`` (query indices aligned with ``windows``) travel as ``queries``: rows of ``query_table``.
     """
 
     def __init__(
@@ -92,8 +93,12 @@ class WindowDataset(Dataset):
         stride: int | None = None,
         users: np.ndarray | None = None,
         timestamps: np.ndarray | None = None,
+        queries: np.ndarray | None = None,
+        query_table: torch.Tensor | None = None,
     ) -> None:
         self.windows = torch.from_numpy(windows)
+        self.queries = None if queries is None else torch.from_numpy(queries)
+        self.query_table = query_table
         self.users = None if users is None else torch.from_numpy(np.asarray(users, dtype=np.int64))
         self.timestamps = None if timestamps is None else torch.from_numpy(np.asarray(timestamps, dtype=np.int64))
         length = self.windows.shape[1] - 1
@@ -116,6 +121,8 @@ class WindowDataset(Dataset):
             batch[keys.USERS] = self.users[rows]
         if self.timestamps is not None:
             batch[keys.TIMESTAMPS] = self.timestamps[rows][:, :-1]
+        if self.queries is not None:
+            batch[keys.QUERIES] = self.query_table[self.queries[rows]]
         return batch
 
 
@@ -156,7 +163,11 @@ class LengthGroupedSampler(Sampler[int]):
 
 
 class EvalDataset(Dataset):
-    """Users to rank for one split: history, held-out targets and the items already seen."""
+    """Users to rank for one split: history, held-out targets and the items already seen.
+
+    Optional: ``queries`` ``[users, L + 1]`` (the query of each history event and of the first target, as
+    rows of ``query_table``) and ``groups`` (named bool flags per user: its first target is in the group).
+    """
 
     def __init__(
         self,
@@ -167,8 +178,14 @@ class EvalDataset(Dataset):
         seen_indptr: np.ndarray,
         seen_items: np.ndarray,
         history_times: np.ndarray | None = None,
+        queries: np.ndarray | None = None,
+        query_table: torch.Tensor | None = None,
+        groups: dict[str, np.ndarray] | None = None,
     ) -> None:
         self.users = users
+        self.queries = None if queries is None else torch.from_numpy(queries)
+        self.query_table = query_table
+        self.groups = {name: torch.from_numpy(flags) for name, flags in (groups or {}).items()}
         self.history = torch.from_numpy(history)
         self.history_times = None if history_times is None else torch.from_numpy(history_times)
         self.target_indptr, self.target_items = target_indptr, target_items
@@ -192,6 +209,10 @@ class EvalDataset(Dataset):
         }
         if self.history_times is not None:
             batch[keys.TIMESTAMPS] = self.history_times[torch.from_numpy(rows)]
+        if self.queries is not None:
+            batch[keys.QUERIES] = self.query_table[self.queries[torch.from_numpy(rows)]]
+        for name, flags in self.groups.items():
+            batch[keys.SEGMENT_PREFIX + name] = flags[torch.from_numpy(rows)]
         return batch
 
 
@@ -202,9 +223,19 @@ def eval_set(
     stage: int,
     max_len: int,
     timestamps: np.ndarray | None = None,
+    queries: np.ndarray | None = None,
+    query_table: torch.Tensor | None = None,
+    groups: dict[str, np.ndarray] | None = None,
+    history_free: bool = False,
 ) -> EvalDataset:
-    """Evaluation users of ``stage``: history = events before it; for test, validation events count as history."""
+    """Evaluation users of ``stage``: history = events before it; for test, validation events count as history.
+
+    ``queries``/``groups``: per event, carried for each user's history and first target. ``history_free``:
+    every user is evaluated as a newcomer with no history (only the target's query, if any, to go by).
+    """
     history_mask = split < stage
+    if history_free:
+        history_mask = np.zeros_like(history_mask)
     target_mask = split == stage
     n_users = int(users.max()) + 1
     target_counts = np.bincount(users[target_mask], minlength=n_users)
@@ -220,7 +251,15 @@ def eval_set(
     # Compress the seen-item CSR to the evaluated users only.
     _, seen = csr_rows(hist_indptr, hist_items, eval_users)
     seen_indptr = np.concatenate([[0], np.cumsum(hist_counts[eval_users])])
-    return EvalDataset(eval_users, history, t_indptr, targets, seen_indptr, seen, history_times)
+    first_target = np.flatnonzero(target_mask)[t_indptr[:-1]]  # rows are by user then time
+    query_windows = None
+    if queries is not None:
+        history_queries = last_window(queries[history_mask], starts, ends, max_len)
+        query_windows = np.concatenate([history_queries, queries[first_target][:, None]], axis=1)
+    flags = {name: np.asarray(values)[first_target] for name, values in (groups or {}).items()}
+    return EvalDataset(
+        eval_users, history, t_indptr, targets, seen_indptr, seen, history_times, query_windows, query_table, flags
+    )
 
 
 def event_times(interactions: Any) -> np.ndarray:
@@ -250,7 +289,14 @@ class SequenceDataModule(pl.LightningDataModule):
         group_by_length: bool = True,
         seed: int = 0,
         window_stride: int | None = None,
+        event_queries: np.ndarray | None = None,
+        query_table: torch.Tensor | None = None,
+        event_groups: dict[str, np.ndarray] | None = None,
+        history_free: bool = False,
     ) -> None:
+        """``event_queries`` (a query index per processed event) with ``query_table`` (their features):
+        every batch carries the queries its events answer. ``event_groups``: named bool flags per event,
+        reported apart for evaluation targets in them. ``history_free``: evaluate users with no history."""
         super().__init__()
         if window_stride is not None and window_stride < 1:
             from recsys_cli.errors import RecsysError
@@ -271,6 +317,10 @@ class SequenceDataModule(pl.LightningDataModule):
         self.item_idx = inter["item_idx"].to_numpy().astype(np.int64)
         self.split = inter["split"].to_numpy()
         self.timestamps = event_times(inter)
+        self.event_queries = None if query_table is None else np.asarray(event_queries, dtype=np.int64)
+        self.query_table = query_table
+        self.event_groups = event_groups
+        self.history_free = history_free
         self.n_items = processed.n_items
         self._train: WindowDataset | None = None
         self._eval: dict[int, EvalDataset] = {}
@@ -283,16 +333,30 @@ class SequenceDataModule(pl.LightningDataModule):
             ends = np.cumsum(counts)
             owner, window_end = window_ends(ends - counts, ends, self.max_len, self.window_stride)
             starts = (ends - counts)[owner]
+            queries = None
+            if self.event_queries is not None:
+                queries = last_window(self.event_queries[train], starts, window_end, self.max_len + 1)
             self._train = WindowDataset(
                 last_window(items, starts, window_end, self.max_len + 1),
                 self.window_stride,
                 users=owner,
                 timestamps=last_window(times, starts, window_end, self.max_len + 1),
+                queries=queries,
+                query_table=self.query_table,
             )
         for split in (VALID, TEST):
             if split not in self._eval:
                 self._eval[split] = eval_set(
-                    self.user_idx, self.item_idx, self.split, split, self.max_len, timestamps=self.timestamps
+                    self.user_idx,
+                    self.item_idx,
+                    self.split,
+                    split,
+                    self.max_len,
+                    timestamps=self.timestamps,
+                    queries=self.event_queries,
+                    query_table=self.query_table,
+                    groups=self.event_groups,
+                    history_free=self.history_free,
                 )
 
     def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool, sampler: Sampler | None = None) -> DataLoader:

@@ -47,6 +47,12 @@ class DataSpec:
     item_counts: torch.Tensor | None = None  # [n_items + 1] training events per item (0: never seen in training)
     item_text_features: torch.Tensor | None = None
     item_text_encoder: str | None = None
+    # What users say (recsys_cli.data.queries): distinct query texts (0: none), the query of each processed
+    # event, and named groups of events (e.g. those that open a session); data, not model: never stored.
+    query_texts: list[str] | None = field(default=None, repr=False, compare=False, metadata={"stored": False})
+    event_queries: Any = field(default=None, repr=False, compare=False, metadata={"stored": False})
+    event_groups: dict[str, Any] | None = field(default=None, repr=False, compare=False, metadata={"stored": False})
+    query_features: torch.Tensor | None = field(default=None, repr=False, compare=False, metadata={"stored": False})
     task: str | None = None
     label_names: list[str] | None = None
     oos_label: int | None = None
@@ -87,6 +93,20 @@ class DataSpec:
             self.item_text_features = torch.from_numpy(cached_embeddings(self.folder, texts, embedder, progress=True))
             self.item_text_encoder = encoder
         return self.item_text_features
+
+    def query_embeddings(self, encoder: str, max_length: int = 64, batch_size: int = 128) -> torch.Tensor | None:
+        """``query_features``: ``[len(query_texts), D (+ C)]`` embeddings of the data's query texts by
+        ``encoder`` (for a ``bert_intent`` checkpoint: and its intent probabilities), cached in the processed
+        folder; None when the data has no queries."""
+        if self.query_texts is None:
+            return None
+        if self.query_features is None:
+            from recsys_cli.data.content import TextEmbedder, cached_embeddings
+
+            embedder = TextEmbedder(encoder, max_length=max_length, batch_size=batch_size)
+            features = cached_embeddings(self.folder, self.query_texts, embedder, True, "query_text", intents=True)
+            self.query_features = torch.from_numpy(features)
+        return self.query_features
 
     def to_meta(self) -> dict[str, Any]:
         """Plain types only (``torch.load(weights_only=True)`` reads them); tensors as shape and dtype.

@@ -578,7 +578,7 @@ def generate_shop(
     n_categories: int = 12,
     items_per_category: int = 40,
     sessions_per_user: tuple[int, int] = (3, 8),
-    session_length: tuple[int, int] = (2, 6),
+    session_length: tuple[int, int] = (1, 6),
     follow_prob: float = 0.7,
     seed: int = 0,
 ) -> SourceData:

@@ -141,7 +141,8 @@ class RankingEvaluator(SplitEvaluator):
     and ``<split>/<name>/users`` counts the rest), ranked by the same full list, and ranked among the
     set's items only (``<split>/<name>_within/...``, as a baseline that knows the set). ``segment_baselines``:
     ``{name: (segment, scores [n_items + 1])}``, a fixed ranking measured on that segment alike (e.g.
-    new items by popularity, :mod:`recsys_cli.evaluation.cold_start`).
+    new items by popularity, :mod:`recsys_cli.evaluation.cold_start`). Batches may name groups of users
+    (``segment:<name>``, bool per row): their metrics are reported alike, as ``<split>/<name>/...``.
     """
 
     def __init__(
@@ -210,6 +211,10 @@ class RankingEvaluator(SplitEvaluator):
             metrics.update(list_metrics(ranked, listed, self.popularity, self.ks))
         if self.segments:
             metrics.update(self._segment_metrics(ranked, scores, batch))
+        for key, rows in batch.items():  # groups of users the data names (e.g. targets that open a session)
+            if key.startswith(keys.SEGMENT_PREFIX) and self.ranking == "full":
+                group_targets = torch.where(rows.unsqueeze(1), targets, torch.zeros_like(targets))
+                metrics.update(self._on_segment(key.removeprefix(keys.SEGMENT_PREFIX), ranked, group_targets))
         recommended = recommended_items(ranked, listed, n_items, self.ks)
         self._recommended = recommended if self._recommended is None else self._recommended | recommended
         metrics["user"] = batch[keys.USERS]
@@ -279,10 +284,11 @@ class RankingEvaluator(SplitEvaluator):
             recommended = trainer.strategy.all_gather(recommended.to(device).float()).amax(0) > 0
         means = {}
         for i, name in enumerate(names):
-            if "/" in name:  # a segment's metric: over the users with targets in it
+            if "/" in name:  # a segment's metric: over the users with targets in it (none: not reported)
                 present = ~torch.isnan(stacked[i])
-                means[f"{prefix}/{name.split('/')[0]}/users"] = float(present.sum())
-                means[f"{prefix}/{name}"] = stacked[i][present].mean().item() if present.any() else 0.0
+                if present.any():
+                    means[f"{prefix}/{name.split('/')[0]}/users"] = float(present.sum())
+                    means[f"{prefix}/{name}"] = stacked[i][present].mean().item()
             else:
                 means[f"{prefix}/{name}"] = stacked[i].mean().item()
         n_items = recommended.shape[1] - 1

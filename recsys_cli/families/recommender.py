@@ -73,6 +73,10 @@ def data_spec(processed: Processed, max_len: int) -> DataSpec:
     """Sizes, history length, training counts and the item table (item text features derive from it on demand)."""
     import torch
 
+    from recsys_cli.data.queries import event_queries, session_starts
+
+    queries = event_queries(processed.interactions, processed.extra)
+    starts = session_starts(processed.interactions)
     return DataSpec(
         n_users=processed.n_users,
         n_items=processed.n_items,
@@ -80,6 +84,9 @@ def data_spec(processed: Processed, max_len: int) -> DataSpec:
         items=processed.items,
         folder=processed.path,
         item_counts=torch.from_numpy(train_item_counts(processed).astype(np.int64)),
+        query_texts=None if queries is None else queries[0],
+        event_queries=None if queries is None else queries[1],
+        event_groups=None if starts is None else {"new_session": starts, "same_session": ~starts},
     )
 
 
@@ -191,15 +198,28 @@ class RecommenderFamily(ModelFamily):
     def datamodule(self, cfg: DictConfig, data: Prepared, model: Any) -> Any:
         from recsys_cli.data.datamodule import SequenceDataModule
 
+        spec = data.spec
+        # A model that reads what users say names its query encoder; the data's queries are embedded by it.
+        encoder = getattr(model, "query_encoder_name", None)
+        table = None
+        if encoder is not None:
+            settings = getattr(model, "hparams", {})
+            table = spec.query_embeddings(
+                encoder, max_length=settings.get("text_max_length", 64), batch_size=settings.get("text_batch_size", 128)
+            )
         return SequenceDataModule(
             data.content,
-            max_len=data.spec.max_len,
+            max_len=spec.max_len,
             batch_size=cfg.data.batch_size,
             eval_batch_size=cfg.data.eval_batch_size,
             num_workers=cfg.data.num_workers,
             group_by_length=cfg.data.group_by_length,
             seed=cfg.seed,
             window_stride=cfg.data.window_stride,
+            event_queries=spec.event_queries,
+            query_table=table,
+            event_groups=spec.event_groups,
+            history_free=bool(cfg.eval.get("query_only", False)),
         )
 
     def evaluator(self, cfg: DictConfig, data: Prepared, checkpoint: dict[str, Any] | None = None) -> Any:

@@ -1,4 +1,4 @@
-"""The text-aware SASRec: items are represented by their ID and what a language model reads in their text.
+"""The intent-aware, text-aware SASRec: items read through a language model, conditioned on what the user says.
 
 SASRec's causal self-attention (:class:`~recsys_cli.models.sasrec.SASRec`) over items whose vectors come
 from an :class:`~recsys_cli.models.item_repr.ItemRepresentation`: a frozen transformer encoder
@@ -9,6 +9,15 @@ from an :class:`~recsys_cli.models.item_repr.ItemRepresentation`: a frozen trans
 (``text``: inductive, any item with text can be ranked, including items never seen in training).
 The same item table embeds the input history and scores the next item, as in UniSRec (Hou et al., KDD
 2022) and the text-ID fusion models that followed.
+
+User intent: when the data's events answer a query (:mod:`recsys_cli.data.queries`, e.g. the synthetic
+shop's session queries), the query encoder (``intent_checkpoint``, a fine-tuned ``bert_intent`` whose
+pooled embedding and predicted intent distribution are both used; else ``text_encoder``) embeds every
+query once, and each position is conditioned on the query of the item it predicts
+(``query_conditioning``): added to that position's input (``input``: attention can weigh the history by
+it), to its output (``output``: a shift of the final user vector towards the query), or ``both``; ``none``
+ignores queries. A learned start token opens every sequence, so a user with a query and no history is
+ranked by the query alone, and every user's first event is a training target.
 """
 
 from __future__ import annotations
@@ -16,25 +25,43 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch import nn
 
+from recsys_cli.data import batch as keys
 from recsys_cli.data.spec import DataSpec
+from recsys_cli.errors import RecsysError
+from recsys_cli.models.components import attention_mask, init_weights, trim_padding
 from recsys_cli.models.item_repr import ItemRepresentation
 from recsys_cli.models.sasrec import SASRec
+
+CONDITIONING = ("none", "input", "output", "both")
+
+
+def query_encoder(settings: dict[str, Any]) -> str:
+    """The encoder of user queries: the intent checkpoint when one is given, else the item text encoder."""
+    return settings.get("intent_checkpoint") or settings.get("text_encoder", "minilm-packaged")
 
 
 class IntentSASRec(SASRec):
     @classmethod
     def data_arguments(cls, data: DataSpec, settings: dict[str, Any] | None = None) -> dict[str, Any]:
-        """SASRec's, plus the frozen text embedding of every item (unless ``fusion=id``)."""
+        """SASRec's, plus the frozen text embedding of every item (unless ``fusion=id``) and, when the data
+        has queries and the model reads them, the size and statistics of their features."""
         settings = dict(settings or {})
         arguments = super().data_arguments(data, settings)
+        length, batch = settings.get("text_max_length", 64), settings.get("text_batch_size", 128)
         if settings.get("fusion", "add") != "id":
             arguments["item_counts"] = data.item_counts
             arguments["item_text"] = data.item_text_embeddings(
-                settings.get("text_encoder", "minilm-packaged"),
-                max_length=settings.get("text_max_length", 64),
-                batch_size=settings.get("text_batch_size", 128),
+                settings.get("text_encoder", "minilm-packaged"), max_length=length, batch_size=batch
             )
+        if settings.get("query_conditioning", "both") != "none":
+            features = data.query_embeddings(query_encoder(settings), max_length=length, batch_size=batch)
+            if features is not None:
+                real = features[1:].float()
+                mean = real.mean(0)
+                scale = (real - mean).pow(2).sum(1).mean().sqrt().clamp(min=1e-6) * real.shape[1] ** -0.5
+                arguments.update(query_size=features.shape[1], query_stats=torch.stack([mean, scale.expand_as(mean)]))
         return arguments
 
     def __init__(
@@ -50,12 +77,21 @@ class IntentSASRec(SASRec):
         adaptor: str = "linear",
         n_experts: int = 8,
         text_dropout: float = 0.2,
+        intent_checkpoint: str | None = None,
+        query_conditioning: str = "both",
+        query_size: int = 0,
+        query_stats: torch.Tensor | None = None,
         hidden_size: int = 64,
         **sasrec: Any,
     ) -> None:
-        """``sasrec``: SASRec's own settings (layers, heads, dropout, loss, ...) and the shared training ones."""
+        """``sasrec``: SASRec's own settings (layers, heads, dropout, loss, ...) and the shared training ones.
+        ``query_size`` and ``query_stats`` (mean and scale of the query features) come from the data."""
+        if query_conditioning not in CONDITIONING:
+            raise RecsysError(
+                f"unknown model.query_conditioning '{query_conditioning}'; use one of: {', '.join(CONDITIONING)}."
+            )
         super().__init__(n_items=n_items, max_len=max_len, hidden_size=hidden_size, **sasrec)
-        self.save_hyperparameters(ignore=["item_text", "item_counts"])
+        self.save_hyperparameters(ignore=["item_text", "item_counts", "query_stats"])
         del self.item_embedding  # the item representation owns the ID embedding (when it has one)
         self.items = ItemRepresentation(
             n_items,
@@ -67,6 +103,102 @@ class IntentSASRec(SASRec):
             dropout=text_dropout,
             item_counts=item_counts,
         )
+        self.conditioning = query_conditioning if query_size else "none"
+        self.query_size = query_size
+        if self.conditioning != "none":
+            stats = query_stats if query_stats is not None else torch.stack([torch.zeros(query_size)] * 2)
+            self.register_buffer("query_mean", stats[0].float().clone())
+            self.register_buffer("query_scale", stats[1].float().clone().clamp(min=1e-6))
+            self.query_dropout = nn.Dropout(text_dropout)
+            self.start = nn.Parameter(torch.empty(hidden_size))
+            self.position_embedding = nn.Embedding(max_len + 1, hidden_size)  # the start token takes one
+            self.query_input = nn.Linear(query_size, hidden_size) if self.conditioning != "output" else None
+            self.query_output = nn.Linear(query_size, hidden_size) if self.conditioning != "input" else None
+            for module in (self.position_embedding, self.query_input, self.query_output):
+                if module is not None:
+                    init_weights(module)
+            nn.init.trunc_normal_(self.start, std=0.02, a=-0.04, b=0.04)
+
+    @property
+    def query_encoder_name(self) -> str | None:
+        """The encoder whose features of the user's query the model reads, or None when it reads none."""
+        return query_encoder(dict(self.hparams)) if self.conditioning != "none" else None
 
     def item_table(self) -> torch.Tensor:
         return self.items()
+
+    # --- the start token and the queries ----------------------------------------------------------
+    def _with_start(
+        self, history: torch.Tensor, next_items: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``[B, L + 1]``: the start token (index ``n_items + 1``) put right before each row's first item
+        (in the last column for an empty history); with ``next_items``, the first item becomes the start
+        token's target where the row holds the user's whole history (it was padded)."""
+        rows = torch.arange(history.shape[0], device=history.device)
+        real = history > 0
+        first = torch.where(real.any(1), real.int().argmax(1), torch.full_like(rows, history.shape[1]))
+        extended = torch.cat([history.new_zeros(history.shape[0], 1), history], dim=1)
+        extended[rows, first] = self.n_items + 1
+        if next_items is None:
+            return extended, None
+        targets = torch.cat([next_items.new_zeros(next_items.shape[0], 1), next_items], dim=1)
+        whole = (first > 0) & (first < history.shape[1])
+        first_item = history[rows, first.clamp(max=history.shape[1] - 1)]
+        targets[rows, first] = torch.where(whole, first_item, targets[rows, first])
+        return extended, targets
+
+    def _queries(self, batch: dict[str, torch.Tensor], shape: torch.Size) -> tuple[torch.Tensor, torch.Tensor]:
+        """Standardised query features ``[B, L + 1, Dq]`` and whether each position has a query ``[B, L + 1, 1]``."""
+        queries = batch.get(keys.QUERIES)
+        if queries is None:
+            queries = torch.zeros(*shape, self.query_size, device=self.start.device)
+        queries = queries.float()
+        present = (queries.abs().sum(-1, keepdim=True) > 0).to(queries.dtype)
+        return self.query_dropout((queries - self.query_mean) / self.query_scale) * present, present
+
+    def encode(
+        self,
+        history: torch.Tensor,
+        last_only: bool = False,
+        table: torch.Tensor | None = None,
+        queries: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """SASRec's hidden states; with queries (``[B, L, Dq]`` features and presence, aligned with
+        ``history``), each position conditioned on the query of the item it predicts."""
+        table = self.item_table() if table is None else table
+        if self.conditioning == "none":
+            return super().encode(history, last_only, table)
+        positions = ((history > 0).cumsum(1) - 1).clamp(min=0)
+        vectors = torch.cat([table, self.start.unsqueeze(0).to(table.dtype)])
+        x = self.embed_items(history, vectors) + self.position_embedding(positions)
+        features, present = queries
+        if self.query_input is not None:
+            x = x + self.query_input(features) * present
+        x = self.dropout(x)
+        mask = attention_mask(history, causal=True)
+        for index, block in enumerate(self.blocks):
+            x = block(x, mask, tail=int(last_only and index == len(self.blocks) - 1))
+        x = self.final_norm(x)
+        if self.query_output is not None:
+            tail = x.shape[1]
+            x = x + self.query_output(features[:, -tail:]) * present[:, -tail:]
+        return x
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.conditioning == "none":
+            return super().loss(batch)
+        history, next_items = self._with_start(batch[keys.HISTORY], batch[keys.NEXT_ITEMS])
+        features, present = self._queries(batch, history.shape)
+        history, next_items, features, present = trim_padding(history, next_items, features, present)
+        has_target = next_items > 0
+        table = self.item_table()
+        hidden = self.encode(history, table=table, queries=(features, present))[has_target]
+        return self.next_item_loss(hidden, next_items[has_target], table)
+
+    def query_vectors(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.conditioning == "none":
+            return super().query_vectors(batch)
+        history, _ = self._with_start(batch[keys.HISTORY])
+        features, present = self._queries(batch, history.shape)
+        history, features, present = trim_padding(history, features, present)
+        return self.encode(history, last_only=True, queries=(features, present))[:, -1]

@@ -105,3 +105,72 @@ def test_text_aware_sasrec_learns_to_rank_an_item_by_its_text():
     scores = model.eval().score_all({"history": torch.tensor([[0, 0, 3, 1]])})[0]
     ranks = scores[1:].argsort(descending=True) + 1
     assert set(ranks[:2].tolist()) == {2, 7}
+
+
+def query_model(conditioning: str = "both", **overrides) -> IntentSASRec:
+    torch.manual_seed(0)
+    settings = dict(hidden_size=16, num_heads=1, inner_size=32, num_layers=1, dropout=0.0, text_dropout=0.0)
+    stats = torch.stack([torch.zeros(4), torch.ones(4)])
+    return IntentSASRec(
+        n_items=8,
+        max_len=4,
+        fusion="id",
+        query_conditioning=conditioning,
+        query_size=4,
+        query_stats=stats,
+        **{**settings, **overrides},
+    )
+
+
+def test_the_start_token_opens_every_history_and_makes_the_first_item_a_target():
+    model = query_model()
+    history = torch.tensor([[0, 0, 3, 4], [5, 6, 7, 8], [0, 0, 0, 0]])
+    next_items = torch.tensor([[0, 0, 4, 2], [6, 7, 8, 1], [0, 0, 0, 0]])
+    extended, targets = model._with_start(history, next_items)
+    start = model.n_items + 1
+    assert extended.tolist() == [[0, 0, start, 3, 4], [start, 5, 6, 7, 8], [0, 0, 0, 0, start]]
+    # A padded row holds the user's whole history: its first item is the start token's target; a full
+    # row (a window cut from a longer history) keeps its first item as input only.
+    assert targets.tolist() == [[0, 0, 3, 4, 2], [0, 6, 7, 8, 1], [0, 0, 0, 0, 0]]
+
+
+@pytest.mark.parametrize("conditioning", ["input", "output", "both"])
+def test_a_query_alone_ranks_items_and_the_query_changes_the_ranking(conditioning):
+    # Two "intents": query A leads to item 1, query B to item 2, whatever the history (users' first events
+    # included: the start token learns them). After training, a user with no history is ranked by the query.
+    model = query_model(conditioning)
+    a, b = torch.tensor([1.0, 0, 0, 0]), torch.tensor([0, 1.0, 0, 0])
+    history = torch.tensor([[0, 0, 3, 5]] * 4 + [[0, 0, 0, 1], [0, 0, 0, 2]])
+    queries = torch.zeros(6, 5, 4)
+    queries[:2, -2:], queries[2:4, -2:] = a, b  # the queries of the last history item and of the target
+    queries[4, -2], queries[5, -2] = a, b  # a first event answering A (item 1) or B (item 2)
+    next_items = torch.tensor([[0, 0, 5, 1]] * 2 + [[0, 0, 5, 2]] * 2 + [[0, 0, 0, 0]] * 2)
+    batch = {"history": history, "next_items": next_items, "queries": queries}
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
+    for _ in range(150):
+        optimizer.zero_grad()
+        model.loss(batch).backward()
+        optimizer.step()
+    model.eval()
+    empty = torch.zeros(2, 4, dtype=torch.long)
+    only_query = torch.zeros(2, 5, 4)
+    only_query[0, -1], only_query[1, -1] = a, b
+    scores = model.score_all({"history": empty, "queries": only_query})
+    assert scores.shape == (2, 9)
+    assert scores[0, 1:].argmax() + 1 == 1 and scores[1, 1:].argmax() + 1 == 2
+
+
+def test_without_queries_in_the_data_the_model_is_the_text_aware_sasrec():
+    model = IntentSASRec(
+        n_items=8,
+        max_len=4,
+        fusion="id",
+        query_conditioning="both",
+        query_size=0,
+        hidden_size=8,
+        num_heads=1,
+        inner_size=16,
+        num_layers=1,
+    )
+    assert model.conditioning == "none" and model.query_encoder_name is None
+    assert model.position_embedding.num_embeddings == 4
