@@ -161,8 +161,8 @@ def predict(
         typer.Option(
             "--input",
             "-i",
-            help="CSV/JSONL/Parquet with a user_id and/or a history (item ids) column, e.g. users.csv; "
-            "for a text model, a text column, e.g. queries.csv.",
+            help="CSV/JSONL/Parquet with user_id, history (item ids) and/or query (free text) columns, any of them "
+            "missing per row, e.g. sessions.jsonl; for a text model, a text column, e.g. queries.csv.",
         ),
     ] = None,
     all_users: Annotated[
@@ -187,8 +187,16 @@ def predict(
         Path | None,
         typer.Option("--embeddings", help="Text models: also write pooled text embeddings here, e.g. emb.parquet."),
     ] = None,
+    explain: Annotated[
+        bool,
+        typer.Option(
+            "--explain",
+            help="Recommenders: add each query's predicted intent and, per recommended item, the history items "
+            "most like it (by the model's item vectors).",
+        ),
+    ] = False,
 ) -> None:
-    """Write top-K recommendations for users or item histories (e.g. `--input users.csv --output recs.jsonl`)."""
+    """Write top-K recommendations for users, item histories or queries (e.g. `-i sessions.jsonl -o recs.jsonl`)."""
     from recsys_cli.core.family import PredictRequest
     from recsys_cli.tasks import predict as task
 
@@ -202,6 +210,7 @@ def predict(
         progress=sys.stderr.isatty(),
         text_column=text_column,
         embeddings=embeddings,
+        explain=explain,
     )
     render.render_predict(_guard(task.predict, checkpoint, request))
 

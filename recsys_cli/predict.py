@@ -84,8 +84,8 @@ class RecommendationWriter:
 
 
 def _flatten_for_csv(name: str, column: pa.ChunkedArray) -> pa.ChunkedArray:
-    """CSV has no lists: item ids and scores are space-separated, titles (which hold spaces) ' | '."""
+    """CSV has no lists: item ids and scores are space-separated, titles and explanations (which hold spaces) ' | '."""
     if not pa.types.is_list(column.type):
         return column
     values = column if pa.types.is_string(column.type.value_type) else pc.cast(column, pa.list_(pa.string()))
-    return pc.binary_join(values, " | " if name == "titles" else " ")
+    return pc.binary_join(values, " | " if name in ("titles", "because") else " ")

@@ -61,6 +61,7 @@ class PredictRequest:
     progress: bool = False
     text_column: str = "text"
     embeddings: Path | None = None
+    explain: bool = False
 
     def __post_init__(self) -> None:
         self.output = Path(self.output)

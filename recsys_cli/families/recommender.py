@@ -33,6 +33,8 @@ from recsys_cli.errors import RecsysError
 
 USER_COLUMN = "user_id"
 HISTORY_COLUMN = "history"
+QUERY_COLUMN = "query"
+EXPLAIN_SUPPORT = 2  # history items named per recommended item by --explain
 
 
 # --- data -------------------------------------------------------------------------------------------
@@ -322,16 +324,16 @@ def read_requests(path: Path, model_name: str = "the recommender") -> pd.DataFra
     if not path.is_file():
         raise RecsysError(f"input file '{path}' not found; pass --input users.csv (columns user_id and/or history).")
     frame = read_table(path)
-    if USER_COLUMN not in frame.columns and HISTORY_COLUMN not in frame.columns:
+    if not {USER_COLUMN, HISTORY_COLUMN, QUERY_COLUMN} & set(frame.columns):
         if "text" in frame.columns:
             raise RecsysError(
                 f"'{path}' holds texts, but the checkpoint is a recommender (model={model_name}) that needs "
                 f"'{USER_COLUMN}' or '{HISTORY_COLUMN}' rows; for intents pass a bert_intent checkpoint."
             )
         raise RecsysError(
-            f"'{path}' has neither a '{USER_COLUMN}' nor a '{HISTORY_COLUMN}' column "
+            f"'{path}' has no '{USER_COLUMN}', '{HISTORY_COLUMN}' or '{QUERY_COLUMN}' column "
             f"(found: {', '.join(map(str, frame.columns[:10]))}); rename the column holding user ids "
-            f"to '{USER_COLUMN}' or item lists to '{HISTORY_COLUMN}'."
+            f"to '{USER_COLUMN}', item lists to '{HISTORY_COLUMN}' or the user's words to '{QUERY_COLUMN}'."
         )
     return frame
 
@@ -387,10 +389,11 @@ def request_histories(requests: pd.DataFrame, data: dict[str, Any]) -> dict[str,
         counts["unknown items dropped"] = int((item_idx <= 0).sum())
         tokens = tokens.assign(part=1, item_idx=item_idx, time=np.nan)[item_idx > 0]
         parts.append(tokens[["row", "part", "pos", "item_idx", "time"]])
-    events = pd.concat(parts, ignore_index=True).sort_values(["row", "part", "pos"], kind="stable")
-    events["time"] = events.groupby("row")["time"].ffill().fillna(0)
+    columns = ["row", "part", "pos", "item_idx", "time"]
+    events = pd.concat([pd.DataFrame(columns=columns), *parts], ignore_index=True)
+    events = events.astype({"row": np.int64, "item_idx": np.int64}).sort_values(["row", "part", "pos"], kind="stable")
+    events["time"] = events.groupby("row")["time"].ffill().fillna(0).astype(np.float64)
     lengths = np.bincount(events["row"].to_numpy(), minlength=n)
-    counts["popularity fallback (no history)"] = int((lengths == 0).sum())
     return {
         "indptr": np.concatenate([[0], np.cumsum(lengths)]),
         "items": events["item_idx"].to_numpy().astype(np.int64),
@@ -400,15 +403,59 @@ def request_histories(requests: pd.DataFrame, data: dict[str, Any]) -> dict[str,
     }
 
 
-def recommend(checkpoint: dict[str, Any], request: PredictRequest) -> PredictResult:
-    """Top-K items for known users or given item histories, written in input order, atomically.
+def request_queries(model: Any, requests: pd.DataFrame, counts: dict[str, int], explain: bool) -> dict[str, Any]:
+    """The rows' own words (a ``query`` column) as the model's query features and, where the query encoder
+    is an intent model, each row's predicted intent. Empty without queries or for a model that reads none."""
+    if QUERY_COLUMN not in requests.columns:
+        return {}
+    text = requests[QUERY_COLUMN].map(lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v))
+    texts = text.str.strip().tolist()
+    given = np.array([bool(t) for t in texts])
+    encoder = getattr(model, "query_encoder_name", None)
+    if encoder is None:
+        counts["queries ignored (the model reads none)"] = int(given.sum())
+        return {}
+    from recsys_cli.data.content import TextEmbedder
 
-    Input rows carry a ``user_id`` (the dataset's own id) and/or a ``history`` of item ids (a list in
-    JSONL/Parquet, space- or comma-separated in CSV). A known user's stored history is extended by the
-    given items. Unknown item ids are dropped and counted; rows left with no history get the training
-    popularity ranking and are counted. Scoring runs in batches of users with one matrix product and
-    ``torch.topk`` each; output is streamed. ``batch_size`` defaults to 128 users (activations stay in
-    CPU cache).
+    settings = model.hparams
+    embedder = TextEmbedder(encoder, max_length=settings.get("text_max_length", 64))
+    features, probs = embedder.embed(texts, with_intents=True)
+    if probs is not None:
+        features = np.concatenate([features, probs], axis=1)
+    counts["rows with a query"] = int(given.sum())
+    out: dict[str, Any] = {"features": features, "given": given}
+    if explain and probs is not None:
+        names = np.asarray(embedder.label_names, dtype=object)
+        best = probs.argmax(1)
+        out["intent"] = np.where(given, names[best], None)
+        out["intent_probability"] = np.where(given, probs[np.arange(len(best)), best], np.nan)
+    return out
+
+
+def supporting_items(table: Any, ranked: Any, history: Any, k: int = EXPLAIN_SUPPORT) -> Any:
+    """``[B, K, k]`` the history items most similar (cosine of item vectors) to each recommended item; 0: none."""
+    import torch
+
+    unit = torch.nn.functional.normalize(table.float(), dim=-1)
+    similarity = torch.einsum("bkh,blh->bkl", unit[ranked], unit[history])
+    similarity = similarity.masked_fill((history == 0).unsqueeze(1), -torch.inf)
+    top = torch.topk(similarity, min(k, history.shape[1]), dim=-1)
+    chosen = torch.gather(history.unsqueeze(1).expand(-1, ranked.shape[1], -1), 2, top.indices)
+    return torch.where(torch.isfinite(top.values), chosen, torch.zeros_like(chosen))
+
+
+def recommend(checkpoint: dict[str, Any], request: PredictRequest) -> PredictResult:
+    """Top-K items for known users, given item histories and/or what users say, written in input order, atomically.
+
+    Input rows carry a ``user_id`` (the dataset's own id), a ``history`` of item ids (a list in JSONL/Parquet,
+    space- or comma-separated in CSV) and/or a ``query`` (free text), any of them missing. A known user's
+    stored history is extended by the given items. Unknown item ids are dropped and counted. A model that
+    reads queries ranks a row with only a query by the query alone; other rows left with no history get the
+    training popularity ranking and are counted. Scoring runs in batches of users with one matrix product
+    and ``torch.topk`` each; output is streamed. ``batch_size`` defaults to 128 users (activations stay in
+    CPU cache). ``explain``: each row also gets its query's predicted intent (``intent``,
+    ``intent_probability``; where the query encoder is an intent model) and, for each recommended item, the
+    history items most similar to it by the model's item vectors (``because``).
     """
     import pyarrow as pa
     import torch
@@ -436,20 +483,31 @@ def recommend(checkpoint: dict[str, Any], request: PredictRequest) -> PredictRes
     else:
         requests = read_requests(Path(request.input_path), model_name=model_name)
     model = build_module(checkpoint)
+    if request.explain and not hasattr(model, "item_table"):
+        raise RecsysError(
+            f"--explain names the history items most like each recommendation by the model's item vectors; "
+            f"model={model_name} has none: use a sequence or factorisation model (e.g. sasrec, intent_sasrec, bpr)."
+        )
     histories = request_histories(requests, data)
     indptr, items, times, counts = histories["indptr"], histories["items"], histories["times"], histories["counts"]
+    queries = request_queries(model, requests, counts, request.explain)
+    has_query = queries.get("given", np.zeros(len(requests), dtype=bool))
+    no_history = np.diff(indptr) == 0
+    counts["popularity fallback (no history)"] = int((no_history & ~has_query).sum())
+    if queries:
+        counts["ranked by the query alone (no history)"] = int((no_history & has_query).sum())
     item_ids = np.asarray(data["item_ids"], dtype=object)
     titles = np.asarray(data["item_titles"], dtype=object)
     popularity = data["item_popularity"].clone()
     popularity[0] = -torch.inf
     k = min(request.top_k, len(item_ids) - 1)
-    user_column = (
-        requests[USER_COLUMN].astype(str).where(requests[USER_COLUMN].notna(), None).to_numpy()
-        if USER_COLUMN in requests.columns
-        else np.full(len(requests), None, dtype=object)
-    )
+    user_column = np.full(len(requests), None, dtype=object)
+    if USER_COLUMN in requests.columns:  # rows without a user keep None (pandas' where() would put NaN back)
+        given_user = requests[USER_COLUMN].notna().to_numpy()
+        user_column[given_user] = requests[USER_COLUMN][given_user].astype(str).to_numpy()
+    table = model.item_table().detach() if request.explain else None
 
-    def rank(rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    def rank(rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         starts, ends = indptr[rows], indptr[rows + 1]
         seen_rows, seen_items = csr_rows(indptr, items, rows)
         batch = {
@@ -459,9 +517,15 @@ def recommend(checkpoint: dict[str, Any], request: PredictRequest) -> PredictRes
             keys.SEEN_ROWS: torch.from_numpy(seen_rows),
             keys.SEEN_ITEMS: torch.from_numpy(seen_items),
         }
+        if queries:  # the query the next item answers: the last column (history events carry none here)
+            features = torch.zeros(len(rows), model.max_len + 1, queries["features"].shape[1])
+            features[:, -1] = torch.from_numpy(queries["features"][rows])
+            batch[keys.QUERIES] = features
         scores = mask_scores(model.score_all(batch).float(), batch, mask_history=request.exclude_seen)
-        scores[torch.from_numpy(ends == starts)] = popularity  # no history: the popularity ranking
-        return torch.topk(scores, k, dim=1)
+        scores[torch.from_numpy((ends == starts) & ~has_query[rows])] = popularity  # nothing to go by
+        top = torch.topk(scores, k, dim=1)
+        because = None if table is None else supporting_items(table, top.indices, batch[keys.HISTORY])
+        return top.values, top.indices, because
 
     # Rows are scored in batches of similar history length (models skip the padding a batch shares)
     # and written in input order, one chunk of many batches at a time.
@@ -479,24 +543,36 @@ def recommend(checkpoint: dict[str, Any], request: PredictRequest) -> PredictRes
             order = rows[np.argsort(lengths[rows], kind="stable")]
             values = torch.empty(len(rows), k)
             indices = torch.empty(len(rows), k, dtype=torch.long)
+            support = torch.zeros(len(rows), k, EXPLAIN_SUPPORT, dtype=torch.long)
             for sub in range(0, len(order), batch_size):
                 part = order[sub : sub + batch_size]
-                top = rank(part)
-                values[part - begin], indices[part - begin] = top.values, top.indices
+                top_values, top_indices, because = rank(part)
+                values[part - begin], indices[part - begin] = top_values, top_indices
+                if because is not None:
+                    support[part - begin, :, : because.shape[2]] = because
                 advance()
             keep = torch.isfinite(values).numpy()  # fewer than k unseen items: a shorter list
             flat_items = indices.numpy()[keep]
             offsets = np.concatenate([[0], np.cumsum(keep.sum(1))])
-            writer.write(
-                pa.table(
-                    {
-                        "row": pa.array(rows),
-                        "user_id": pa.array(user_column[rows], type=pa.string()),
-                        "item_ids": list_column(item_ids[flat_items].astype(str), offsets),
-                        "titles": list_column(titles[flat_items].astype(str), offsets),
-                        "scores": list_column(values.numpy()[keep].astype(np.float32), offsets),
-                    }
-                )
-            )
+            columns = {
+                "row": pa.array(rows),
+                "user_id": pa.array(user_column[rows], type=pa.string()),
+                "item_ids": list_column(item_ids[flat_items].astype(str), offsets),
+                "titles": list_column(titles[flat_items].astype(str), offsets),
+                "scores": list_column(values.numpy()[keep].astype(np.float32), offsets),
+            }
+            if request.explain:
+                if "intent" in queries:
+                    columns["intent"] = pa.array(queries["intent"][rows], type=pa.string())
+                    probability = queries["intent_probability"][rows].astype(np.float32)
+                    columns["intent_probability"] = pa.array(probability, mask=np.isnan(probability))
+                supported = item_ids[support.numpy()[keep]].astype(str)  # [kept, EXPLAIN_SUPPORT], "" where none
+                joined = supported[:, 0]
+                for column in range(1, EXPLAIN_SUPPORT):
+                    joined = np.char.strip(np.char.add(np.char.add(joined, " "), supported[:, column]))
+                columns["because"] = list_column(joined, offsets)
+            writer.write(pa.table(columns))
     seconds = time.perf_counter() - start
+    if request.explain:
+        counts["explained rows (because: history items nearest by item-vector cosine)"] = len(requests)
     return PredictResult(output=request.output, rows=len(requests), counts=counts, seconds=seconds)

@@ -217,6 +217,11 @@ class TextFamily(ModelFamily):
     def predict(self, checkpoint: dict[str, Any], request: PredictRequest) -> PredictResult:
         if request.input_path is None:
             raise RecsysError("a text model predicts for --input FILE (a table with a text column); give one.")
+        if request.explain:
+            raise RecsysError(
+                "--explain is for recommenders (it names the history items behind each recommendation); a text "
+                "model already writes each text's intents with their probabilities: drop --explain."
+            )
         return predict_texts(checkpoint, request)
 
 

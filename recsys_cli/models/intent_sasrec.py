@@ -55,7 +55,7 @@ class IntentSASRec(SASRec):
             arguments["item_text"] = data.item_text_embeddings(
                 settings.get("text_encoder", "minilm-packaged"), max_length=length, batch_size=batch
             )
-        if settings.get("query_conditioning", "both") != "none":
+        if settings.get("query_conditioning", "input") != "none":
             features = data.query_embeddings(query_encoder(settings), max_length=length, batch_size=batch)
             if features is not None:
                 real = features[1:].float()
@@ -78,7 +78,7 @@ class IntentSASRec(SASRec):
         n_experts: int = 8,
         text_dropout: float = 0.2,
         intent_checkpoint: str | None = None,
-        query_conditioning: str = "both",
+        query_conditioning: str = "input",
         query_size: int = 0,
         query_stats: torch.Tensor | None = None,
         hidden_size: int = 64,

@@ -1,0 +1,99 @@
+"""The flagship end to end: an intent encoder, then the recommender that reads item text and user queries."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from recsys_cli.config import compose_config
+from recsys_cli.errors import RecsysError
+from recsys_cli.tasks import evaluate, predict, train
+from tests.conftest import TINY_DATA, TINY_MODEL
+
+FLAGSHIP = ["model=intent_sasrec", *TINY_MODEL, "trainer=debug", "logger=none"]
+
+
+@pytest.fixture(scope="module")
+def intent_checkpoint(tmp_path_factory, tiny_encoder):
+    """A bert_intent model fine-tuned (a few steps) on the tiny shop's session queries."""
+    root = tmp_path_factory.mktemp("intent")
+    overrides = [
+        f"paths.data_dir={root / 'data'}",
+        f"paths.runs_dir={root / 'runs'}",
+        *TINY_DATA,
+        "model=bert_intent",
+        f"model.encoder={tiny_encoder}",
+        "trainer=debug",
+        "logger=none",
+        "run.name=intent",
+    ]
+    return train.run(compose_config(overrides), overrides=overrides).best_checkpoint
+
+
+def test_the_recommender_reads_queries_through_the_intent_model_and_explains(
+    workdir, tiny_encoder, intent_checkpoint, tmp_path
+):
+    overrides = [
+        *workdir,
+        *TINY_DATA,
+        *FLAGSHIP,
+        f"model.text_encoder={tiny_encoder}",
+        f"model.intent_checkpoint={intent_checkpoint}",
+        "run.name=flagship",
+    ]
+    result = train.run(compose_config(overrides), overrides=overrides)
+    test = result.metrics["test"]
+    assert test["test/new_session/users"] > 0 and test["test/same_session/users"] > 0
+    assert test["test/new_session/users"] + test["test/same_session/users"] == pytest.approx(120)
+
+    evaluated = evaluate.run(result.best_checkpoint, output=tmp_path / "eval.json")
+    assert evaluated.metrics["test"] == pytest.approx(test, rel=1e-5, abs=1e-6)
+    query_only = evaluate.run(result.best_checkpoint, ["eval.query_only=true"], output=tmp_path / "q.json")
+    assert query_only.metrics["test"]["test/ndcg@10"] != pytest.approx(test["test/ndcg@10"])
+
+    sessions = tmp_path / "sessions.jsonl"
+    rows = [
+        {"user_id": "u00001", "history": None, "query": None},  # a known user
+        {"user_id": None, "history": None, "query": "a gift for a runner"},  # only a query
+        {"user_id": None, "history": [], "query": None},  # nothing: popularity
+        {"user_id": None, "history": ["i0001", "i0002"], "query": "cheap pens"},
+    ]
+    pd.DataFrame(rows).to_json(sessions, orient="records", lines=True)
+    out = tmp_path / "recs.jsonl"
+    done = predict.run(result.best_checkpoint, out, input_path=sessions, top_k=5, explain=True)
+    written = pd.read_json(out, lines=True, dtype={"user_id": str})
+    assert list(written["row"]) == [0, 1, 2, 3]
+    assert done.counts["ranked by the query alone (no history)"] == 1
+    assert done.counts["popularity fallback (no history)"] == 1
+    # A row with words gets the intent model's label (a category of the shop) and its probability.
+    assert written["intent"].isna().tolist() == [True, False, True, False]
+    assert written.loc[1, "intent"] in {"running shoes", "smartphones", "coffee", "books"} or written.loc[1, "intent"]
+    assert 0 < written.loc[1, "intent_probability"] <= 1
+    # Each recommended item is explained by history items; a row without history has none to name.
+    assert all(len(row) == 5 for row in written["because"])
+    assert set(written.loc[0, "because"]) != {""} and set(written.loc[1, "because"]) == {""}
+
+    csv = tmp_path / "recs.csv"
+    predict.run(result.best_checkpoint, csv, input_path=sessions, top_k=5, explain=True)
+    assert "because" in pd.read_csv(csv).columns
+
+
+def test_a_query_changes_the_recommendations_for_the_same_history(workdir, tiny_encoder, tmp_path):
+    overrides = [*workdir, *TINY_DATA, *FLAGSHIP, f"model.text_encoder={tiny_encoder}", "run.name=q"]
+    overrides += ["trainer.max_epochs=3", "trainer.limit_train_batches=1.0"]
+    result = train.run(compose_config(overrides), overrides=overrides)
+    sessions = tmp_path / "sessions.csv"
+    pd.DataFrame({"history": ["i0001 i0002"] * 2, "query": ["running shoes for a marathon", ""]}).to_csv(
+        sessions, index=False
+    )
+    out = tmp_path / "recs.jsonl"
+    predict.run(result.best_checkpoint, out, input_path=sessions, top_k=5)
+    written = pd.read_json(out, lines=True)
+    assert written.loc[0, "scores"] != written.loc[1, "scores"]
+
+
+def test_explain_needs_item_vectors_and_text_models_refuse_it(tiny, tmp_path):
+    overrides = [*tiny, "model=pop", "run.name=pop"]
+    result = train.run(compose_config(overrides))
+    with pytest.raises(RecsysError, match="item vectors"):
+        predict.run(result.best_checkpoint, tmp_path / "r.jsonl", all_users=True, explain=True)
