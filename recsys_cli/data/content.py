@@ -82,13 +82,12 @@ def _file_identity(paths: list[Path]) -> str:
 class TextEmbedder:
     """A frozen encoder that turns strings into pooled embeddings (and intents, for a ``bert_intent`` checkpoint).
 
+    The encoder's weights load on the first :meth:`embed` call: a cache hit never loads them.
     ``precision``: ``auto`` runs bf16 where the CPU (or GPU) computes it natively, else float32; the
     embeddings are returned as float32 either way.
     """
 
     def __init__(self, name: str, max_length: int = 64, batch_size: int = 128, precision: str = "auto") -> None:
-        import torch
-
         from recsys_cli.models import encoders
 
         self.name = str(name)
@@ -97,29 +96,57 @@ class TextEmbedder:
         self.precision = precision
         self.label_names: list[str] | None = None
         self.head: Any = None
+        self._checkpoint: dict[str, Any] | None = None
+        self._loaded = False
         ckpt = checkpoint_path(self.name)
         if ckpt is not None:
-            from recsys_cli.checkpoint import build_module, load_checkpoint
+            from recsys_cli.checkpoint import load_checkpoint
 
-            checkpoint = load_checkpoint(ckpt, kind="text")
-            module = build_module(checkpoint)
-            if module.task == "regression":
+            if not ckpt.is_file():
                 raise RecsysError(
-                    f"model.text_encoder='{name}' is a rating model; pass a bert_intent classification "
+                    f"encoder checkpoint '{ckpt}' not found; pass model.intent_checkpoint (or model.text_encoder) "
+                    "=<a bert_intent best.ckpt or its run folder>."
+                )
+            self._checkpoint = load_checkpoint(ckpt, kind="text")
+            hyper = self._checkpoint["hyper_parameters"]
+            if hyper.get("task") == "regression":
+                raise RecsysError(
+                    f"'{name}' is a rating model; the text encoder must be a bert_intent classification "
                     "checkpoint, minilm-packaged, or a Hugging Face encoder folder."
                 )
-            self.encoder, self.tokenizer, self.pooling = module.encoder, module.tokenizer, module.pooling
-            self.head, self.label_names = module.head, module.label_names
-            self.identity = {"checkpoint": _file_identity([ckpt]), "pooling": self.pooling}
+            self.label_names = list(hyper.get("label_names") or [])
+            self.identity = {"checkpoint": _file_identity([ckpt]), "pooling": hyper.get("pooling", "mean")}
         else:
+            self.location = encoders.resolve_encoder(self.name, "model.text_encoder")
+            folder = Path(self.location)
+            files = [p for p in folder.iterdir() if p.is_file()] if folder.is_dir() else []
+            self.identity = {"encoder": self.name, "files": _file_identity(files) if files else None}
+
+    @property
+    def intents(self) -> bool:
+        """Whether this encoder also predicts intents (a ``bert_intent`` checkpoint)."""
+        return self._checkpoint is not None
+
+    def _load(self) -> None:
+        if self._loaded:
+            return
+        if self._checkpoint is not None:
+            from recsys_cli.checkpoint import build_module
+
+            module = build_module(self._checkpoint)
+            self.encoder, self.tokenizer, self.pooling, self.head = (
+                module.encoder,
+                module.tokenizer,
+                module.pooling,
+                module.head,
+            )
+        else:
+            from recsys_cli.models import encoders
+
             self.encoder, self.tokenizer = encoders.load_pretrained(self.name, "model.text_encoder")
             self.pooling = "mean"
-            location = Path(encoders.resolve_encoder(self.name, "model.text_encoder"))
-            files = [p for p in location.iterdir() if p.is_file()] if location.is_dir() else []
-            self.identity = {"encoder": self.name, "files": _file_identity(files) if files else None}
         self.encoder.eval()
-        self.dim = int(self.encoder.config.hidden_size)
-        self._torch = torch
+        self._loaded = True
 
     def key(self, texts: list[str]) -> str:
         payload = {
@@ -137,11 +164,13 @@ class TextEmbedder:
     def embed(self, texts: list[str], progress: bool = False, with_intents: bool = False) -> Any:
         """``[N, D]`` float32 pooled embeddings (rows of empty texts are zeros); with ``with_intents``
         also ``[N, C]`` intent probabilities (a ``bert_intent`` checkpoint only, else None)."""
+        import torch
+
         from recsys_cli.core.progress import progress_bar
         from recsys_cli.runtime import inference_autocast
 
-        torch = self._torch
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        self._load()
+        out = np.zeros((len(texts), int(self.encoder.config.hidden_size)), dtype=np.float32)
         probs = None
         if with_intents and self.head is not None:
             probs = np.zeros((len(texts), len(self.label_names or [])), dtype=np.float32)
@@ -187,23 +216,24 @@ def cached_embeddings(
     ``folder/<kind>/`` when it was computed before, else computed and written there atomically (``folder``
     None: computed, not cached)."""
 
+    with_intents = intents and embedder.intents
+
     def compute() -> np.ndarray:
-        if intents and embedder.head is not None:
+        if with_intents:
             embeddings, probs = embedder.embed(texts, progress=progress, with_intents=True)
             return np.concatenate([embeddings, probs], axis=1)
         return embedder.embed(texts, progress=progress)
 
-    width = embedder.dim + (len(embedder.label_names or []) if intents and embedder.head is not None else 0)
     if folder is None:
         return compute()
-    key = embedder.key(texts) + ("-intents" if width > embedder.dim else "")
+    key = embedder.key(texts) + ("-intents" if with_intents else "")
     path = Path(folder) / kind / f"{embedder.slug()}-{hashlib.blake2b(key.encode(), digest_size=8).hexdigest()}.npy"
     if path.is_file():
         try:
             cached = np.load(path, allow_pickle=False)
         except (OSError, ValueError):
             cached = None  # truncated or foreign: computed again below
-        if cached is not None and cached.shape == (len(texts), width):
+        if cached is not None and cached.ndim == 2 and cached.shape[0] == len(texts):  # the key fixes the width
             return cached
     start = time.perf_counter()
     embeddings = compute()
@@ -216,8 +246,8 @@ def cached_embeddings(
             "encoder": embedder.name,
             "texts": len(texts),
             "non_empty": int(sum(1 for text in texts if text)),
-            "dim": embedder.dim,
-            "intents": embedder.label_names if width > embedder.dim else None,
+            "dim": int(embeddings.shape[1]),
+            "intents": embedder.label_names if with_intents else None,
             "max_length": embedder.max_length,
             "seconds": round(seconds, 3),
             "texts_per_second": round(len(texts) / max(seconds, 1e-9), 1),

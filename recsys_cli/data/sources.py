@@ -477,3 +477,106 @@ class SeqTextSource(Source):
 
     def describe(self) -> str:
         return f"user-item text file {self.path}"
+
+
+SPLIT_SUFFIXES = ("train", "valid", "test")
+
+
+class UniSRecSource(Source):
+    """The UniSRec / VQ-Rec dataset layout (Hou et al., KDD 2022; WWW 2023), used by many text-aware results.
+
+    A folder with ``<name>.train.inter``, ``<name>.valid.inter`` and ``<name>.test.inter`` (RecBole atomic
+    files with ``user_id``, ``item_id_list`` (the history, its last 50 items) and ``item_id`` (the target);
+    the training file holds one row per training target, the validation and test files one row per user),
+    optional ``<name>.text`` (item index, text) and ``<name>.item2index`` (raw id, index). Each user's full
+    sequence is rebuilt (training targets in time order after the first item, then the validation and the
+    test target) with positions as times, so leave-one-out gives back the published split; items get their
+    raw ids where ``.item2index`` is there.
+    """
+
+    def __init__(self, path: str | None, dataset: str | None = None) -> None:
+        self.path = path
+        self.dataset = dataset
+
+    def _files(self) -> dict[str, Path]:
+        root = _require_path(self.path, "a UniSRec-layout dataset")
+        folder = root if root.is_dir() else root.parent
+        stems = sorted({p.name.removesuffix(".test.inter") for p in folder.glob("*.test.inter")})
+        if self.dataset:
+            stems = [s for s in stems if s == self.dataset]
+        if len(stems) != 1:
+            found = ", ".join(stems) or "none"
+            raise RecsysError(
+                f"expected one <name>.test.inter in '{folder}', found {found}; set data.source.dataset=<name>."
+            )
+        stem = stems[0]
+        files = {}
+        for suffix in (*(f"{split}.inter" for split in SPLIT_SUFFIXES), "text", "item2index"):
+            candidate = folder / f"{stem}.{suffix}"
+            if candidate.is_file():
+                files[suffix] = candidate
+            elif suffix.endswith(".inter"):
+                raise RecsysError(
+                    f"'{candidate}' is missing; the UniSRec layout needs train, valid and test .inter files."
+                )
+        return files
+
+    @staticmethod
+    def _rows(path: Path) -> pd.DataFrame:
+        frame = read_atomic(path)
+        _check_columns(frame, {"user": "user_id", "history": "item_id_list", "item": "item_id"}, str(path), "the file")
+        return frame.assign(item_id_list=frame["item_id_list"].fillna("").astype(str))
+
+    def load(self) -> SourceData:
+        files = self._files()
+        train, valid, test = (self._rows(files[f"{split}.inter"]) for split in SPLIT_SUFFIXES)
+        # Training rows list each user's targets from the last back to the second; the row with the shortest
+        # history (the last one) holds the first item. Users with one training event have no training row:
+        # their validation history is that event.
+        train = train.assign(order=np.arange(len(train)))
+        last_row = train.groupby("user_id", sort=False)["order"].transform("max") == train["order"]
+        first = train[last_row].assign(item_id=lambda f: f["item_id_list"].str.split().str[0], pos=0)
+        targets = train.assign(pos=-train["order"])  # reversed file order = time order
+        lone = valid[~valid["user_id"].isin(train["user_id"])]
+        lone_items = lone.assign(item_id=lone["item_id_list"].str.split()).explode("item_id")
+        lone_items = lone_items[lone_items["item_id"].notna() & (lone_items["item_id"] != "")]
+        parts = [
+            first[["user_id", "item_id"]].assign(stage=0, pos=first["pos"]),
+            targets[["user_id", "item_id"]].assign(stage=1, pos=targets["pos"]),
+            lone_items[["user_id", "item_id"]].assign(stage=1, pos=lone_items.groupby(level=0).cumcount()),
+            valid[["user_id", "item_id"]].assign(stage=2, pos=0),
+            test[["user_id", "item_id"]].assign(stage=3, pos=0),
+        ]
+        events = pd.concat(parts, ignore_index=True)
+        events = events.sort_values(["user_id", "stage", "pos"], kind="stable").reset_index(drop=True)
+        events[TIME] = events.groupby("user_id").cumcount() + 1
+        raw_ids = None
+        if "item2index" in files:
+            mapping = pd.read_csv(
+                files["item2index"], sep="\t", header=None, names=["raw", "index"], dtype=str, quoting=3
+            )
+            raw_ids = dict(zip(mapping["index"], mapping["raw"], strict=True))
+        texts = None
+        if "text" in files:
+            table = pd.read_csv(files["text"], sep="\t", header=None, names=["item", "text"], dtype=str, quoting=3)
+            if str(table.iloc[0, 0]).endswith(":token"):  # a typed header line
+                table = table.iloc[1:]
+            texts = dict(zip(table["item"], table["text"].fillna(""), strict=True))
+        item_index = pd.unique(events["item_id"])
+        item_ids = [raw_ids.get(i, i) for i in item_index] if raw_ids else list(item_index)
+        if raw_ids:
+            events[ITEM] = events["item_id"].map(raw_ids).fillna(events["item_id"])
+        items = pd.DataFrame({ITEM: item_ids})
+        if texts is not None:  # keyed by index (UniSRec's files) or by raw id
+            by_index = [texts.get(i) for i in item_index]
+            text = by_index if any(t is not None for t in by_index) else [texts.get(r) for r in item_ids]
+            items[TITLE] = [t or "" for t in text]
+            items[TEXT] = items[TITLE]
+        interactions = events[["user_id", ITEM, TIME]].rename(columns={"user_id": USER})
+        return SourceData(interactions=interactions, items=items)
+
+    def fingerprint(self) -> str:
+        return hash_files(list(self._files().values()), {"unisrec": 1, "dataset": self.dataset})
+
+    def describe(self) -> str:
+        return f"UniSRec-layout dataset at {self.path}"

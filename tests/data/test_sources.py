@@ -166,3 +166,47 @@ def test_seqtxt_malformed_and_empty_files_are_one_line_errors(tmp_path, workdir,
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def write_unisrec(folder, sequences: dict[str, list[str]], texts: dict[str, str], raw: dict[str, str]) -> None:
+    """A dataset in the UniSRec layout, written by its published rules (histories cut to their last 50)."""
+    header = "user_id:token\titem_id_list:token_seq\titem_id:token\n"
+    train, valid, test = [header], [header], [header]
+    for user, items in sequences.items():
+        head = items[:-2]
+        for back in range(1, len(head)):
+            train.append(f"{user}\t{' '.join(head[:-back][-50:])}\t{head[-back]}\n")
+        valid.append(f"{user}\t{' '.join(head[-50:])}\t{items[-2]}\n")
+        test.append(f"{user}\t{' '.join(items[:-1][-50:])}\t{items[-1]}\n")
+    for name, lines in (("train", train), ("valid", valid), ("test", test)):
+        (folder / f"Shop.{name}.inter").write_text("".join(lines))
+    (folder / "Shop.text").write_text("".join(f"{i}\t{t}\n" for i, t in texts.items()))
+    (folder / "Shop.item2index").write_text("".join(f"{r}\t{i}\n" for i, r in raw.items()))
+
+
+def test_the_unisrec_layout_gives_back_every_sequence_and_the_published_split(tmp_path, workdir):
+    from recsys_cli.config import compose_config
+    from recsys_cli.data.sources import UniSRecSource
+    from recsys_cli.families.recommender import prepare_interactions
+
+    long = [str(i % 7) for i in range(60)]  # longer than the 50 items a history row keeps
+    sequences = {
+        "0": long,
+        "1": ["3", "4", "5"],
+        "2": ["6", "1", "4"],
+        "3": ["2", "5", "6", "0", "1"],
+    }  # "1", "2": one training event
+    texts = {str(i): f"item number {i}" for i in range(7)}
+    raw = {str(i): f"B00{i}" for i in range(7)}
+    write_unisrec(tmp_path, sequences, texts, raw)
+    data = UniSRecSource(str(tmp_path)).load()
+    for user, items in sequences.items():
+        rebuilt = data.interactions[data.interactions["user_id"] == user].sort_values("timestamp")
+        assert rebuilt["item_id"].tolist() == [raw[i] for i in items]
+    assert dict(zip(data.items["item_id"], data.items["text"])) == {raw[i]: t for i, t in texts.items()}
+
+    cfg = compose_config([*workdir, "data=unisrec", f"data.path={tmp_path}"])
+    processed, _ = prepare_interactions(cfg)
+    inter = processed.interactions.merge(processed.users, on="user_idx").merge(processed.items, on="item_idx")
+    test = inter[inter["split"] == 2].set_index("user_id")["item_id"].to_dict()
+    assert test == {user: raw[items[-1]] for user, items in sequences.items()}

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# The flagship (model=intent_sasrec) against ID-only SASRec, several seeds, full ranking, leave-one-out:
+#   office      Amazon Office 2014: SASRec vs text+ID (fusion=add) vs text only (fusion=text)
+#   cold        Office with 10% of the items held out of training (eval.cold_start_items=0.1): text+ID and
+#               text only on test targets that are new items, beside the new-item baselines in their metrics
+#   synthetic   the embedded shop: SASRec vs item text (no queries) vs query intent (ID items) vs both, and Pop;
+#               targets that open a session and targets that continue one are reported apart; then the
+#               query-reading models' checkpoints evaluated with no history at all (eval.query_only=true)
+#   ml100k      MovieLens-100K: SASRec vs text-aware SASRec (titles, year and genres)
+# Each experiment ends with `recsys compare` against SASRec (paired t-test on per-user test NDCG@10, Holm),
+# saved as runs/bench_flagship/<experiment>/compare.{md,json,png}.
+#   EXPERIMENTS="office synthetic" SEEDS="1 2 3" bash scripts/bench_flagship.sh [hydra overrides for every run]
+# Runs one training at a time (two on 2 cores oversubscribe them). Needs ../shared/data for office and ml100k.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ -z "${RECSYS:-}" ]; then  # the project's venv (make test / make demo create it), else recsys on PATH
+  if [ -x .venv/bin/recsys ]; then RECSYS=$PWD/.venv/bin/recsys; else RECSYS=recsys; fi
+fi
+EXPERIMENTS=${EXPERIMENTS:-"office cold synthetic ml100k"}
+SEEDS=${SEEDS:-"1 2 3"}
+OUT=${OUT:-runs/bench_flagship}
+EXTRA=("$@")
+
+# One configuration per line: "<label> <overrides...>".
+configurations() {
+  case $1 in
+    office) printf '%s\n' "sasrec model=sasrec data=office" \
+      "text_id model=intent_sasrec data=office" \
+      "text model=intent_sasrec data=office model.fusion=text" ;;
+    cold) printf '%s\n' "text_id model=intent_sasrec data=office eval.cold_start_items=0.1" \
+      "text model=intent_sasrec data=office model.fusion=text eval.cold_start_items=0.1" ;;
+    synthetic) printf '%s\n' "sasrec model=sasrec" \
+      "item_text model=intent_sasrec model.query_conditioning=none" \
+      "query model=intent_sasrec model.fusion=id" \
+      "text_query model=intent_sasrec" \
+      "pop model=pop" ;;
+    ml100k) printf '%s\n' "sasrec model=sasrec data=ml100k" "text_id model=intent_sasrec data=ml100k" ;;
+    *) echo "unknown experiment $1 (office, cold, synthetic, ml100k)" >&2; exit 2 ;;
+  esac
+}
+
+for experiment in $EXPERIMENTS; do
+  folder=$OUT/$experiment
+  mkdir -p "$folder"
+  while read -r label overrides; do
+    for seed in $SEEDS; do
+      name=${label}_s$seed
+      if [ -f "$folder/$name/metrics.json" ]; then echo "have $experiment/$name"; continue; fi
+      # shellcheck disable=SC2086  # the overrides are words
+      /usr/bin/time -v "$RECSYS" train $overrides seed="$seed" logger=csv trainer.enable_progress_bar=false \
+        paths.runs_dir="$folder" run.name="$name" "${EXTRA[@]}" > "$folder/$name.log" 2> "$folder/$name.time" \
+        || { echo "FAILED $experiment/$name (see $folder/$name.log)"; continue; }
+      echo "done $experiment/$name: $(grep -h 's/epoch' "$folder/$name.log")"
+      if [ "$experiment" = synthetic ] && [[ $overrides == *intent_sasrec* ]]; then
+        "$RECSYS" eval --checkpoint "$folder/$name/checkpoints/best.ckpt" eval.query_only=true \
+          --output "$folder/$name/eval/query_only.json" >> "$folder/$name.log" 2>&1
+      fi
+    done
+  done < <(configurations "$experiment")
+  baseline=sasrec
+  [ "$experiment" = cold ] && baseline=$folder/text_s${SEEDS%% *}
+  "$RECSYS" compare "$folder" --baseline "$baseline" \
+    --metrics test/ndcg@10,test/hr@10,test/cold/hr@10,test/cold_within/hr@10,test/cold_pop/hr@10,test/cold_random/hr@10,test/new_session/ndcg@10,test/same_session/ndcg@10 \
+    --plot "$folder/compare.png" --output "$folder/compare.json" > "$folder/compare.md" 2>&1 || true
+  cat "$folder/compare.md"
+done
