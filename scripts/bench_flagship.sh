@@ -31,7 +31,7 @@ configurations() {
       "text model=intent_sasrec data=office model.fusion=text eval.cold_start_items=0.1" ;;
     synthetic) printf '%s\n' "sasrec model=sasrec" \
       "item_text model=intent_sasrec model.query_conditioning=none" \
-      "query model=intent_sasrec model.fusion=id" \
+      "query model=intent_sasrec model.fusion=id model.query_dropout=0.5" \
       "text_query model=intent_sasrec" \
       "pop model=pop" ;;
     ml100k) printf '%s\n' "sasrec model=sasrec data=ml100k" "text_id model=intent_sasrec data=ml100k" ;;
@@ -57,10 +57,13 @@ for experiment in $EXPERIMENTS; do
       fi
     done
   done < <(configurations "$experiment")
-  baseline=sasrec
-  [ "$experiment" = cold ] && baseline=$folder/text_s${SEEDS%% *}
-  "$RECSYS" compare "$folder" --baseline "$baseline" \
-    --metrics test/ndcg@10,test/hr@10,test/cold/hr@10,test/cold_within/hr@10,test/cold_pop/hr@10,test/cold_random/hr@10,test/new_session/ndcg@10,test/same_session/ndcg@10 \
+  baseline=sasrec metrics=test/ndcg@10,test/hr@10,val/ndcg@10
+  case $experiment in
+    cold) baseline=$folder/text_s${SEEDS%% *}
+      metrics=test/cold/hr@10,test/cold/ndcg@10,test/cold_within/hr@10,test/cold_pop/hr@10,test/cold_random/hr@10,test/ndcg@10 ;;
+    synthetic) metrics=test/ndcg@10,test/new_session/ndcg@10,test/same_session/ndcg@10,test/hr@10,val/ndcg@10 ;;
+  esac
+  COLUMNS=200 "$RECSYS" compare "$folder" --baseline "$baseline" --metrics "$metrics" \
     --plot "$folder/compare.png" --output "$folder/compare.json" > "$folder/compare.md" 2>&1 || true
   cat "$folder/compare.md"
 done

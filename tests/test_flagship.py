@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+import torch
 
+from recsys_cli.checkpoint import KEY, build_module, load_checkpoint
 from recsys_cli.config import compose_config
 from recsys_cli.errors import RecsysError
 from recsys_cli.tasks import evaluate, predict, train
@@ -76,6 +78,23 @@ def test_the_recommender_reads_queries_through_the_intent_model_and_explains(
     csv = tmp_path / "recs.csv"
     predict.run(result.best_checkpoint, csv, input_path=sessions, top_k=5, explain=True)
     assert "because" in pd.read_csv(csv).columns
+
+    # A known user's history carries the queries it had in training: predict scores it as eval does.
+    checkpoint = load_checkpoint(result.best_checkpoint, kind="recommender")
+    data, model = checkpoint[KEY]["data"], build_module(checkpoint)
+    start, end = data["history_indptr"][1].item(), data["history_indptr"][2].item()
+    items = data["history_items"][start:end].long()[-model.max_len :]
+    queries = data["query_features"][data["history_queries"][start:end].long()[-model.max_len :]]
+    history = torch.zeros(1, model.max_len, dtype=torch.long)
+    history[0, -len(items) :] = items
+    features = torch.zeros(1, model.max_len + 1, queries.shape[1])
+    features[0, model.max_len - len(items) : model.max_len] = queries
+    with torch.no_grad():
+        scores = model.score_all({"history": history, "queries": features})[0]
+    scores[0] = -torch.inf
+    scores[data["history_items"][start:end].long()] = -torch.inf
+    expected = [data["item_ids"][i] for i in torch.topk(scores, 5).indices.tolist()]
+    assert written.loc[0, "item_ids"] == expected
 
 
 def test_a_query_changes_the_recommendations_for_the_same_history(workdir, tiny_encoder, tmp_path):

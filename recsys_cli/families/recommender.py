@@ -300,6 +300,16 @@ class RecommenderFamily(ModelFamily):
             "history_indptr": torch.from_numpy(indptr.astype(np.int64)),
             "history_items": torch.from_numpy(datamodule.item_idx.astype(np.int32)),
             "history_times": torch.from_numpy(datamodule.timestamps.astype(np.int64)),
+            # A model that reads queries: each stored event's query and the query features, so predict gives a
+            # known user's history the queries it had in training and evaluation.
+            **(
+                {
+                    "history_queries": torch.from_numpy(datamodule.event_queries.astype(np.int32)),
+                    "query_features": datamodule.query_table.float(),
+                }
+                if datamodule.query_table is not None
+                else {}
+            ),
         }
 
     def reports(
@@ -355,7 +365,8 @@ def request_histories(requests: pd.DataFrame, data: dict[str, Any]) -> dict[str,
 
     The history is the stored events of a known user, then the given items. Given items carry no time:
     they take the time of the row's last stored event (0 without one), i.e. "just now" for models that
-    read event times. ``users`` is the user index of each row (0: unknown or none given).
+    read event times. ``users`` is the user index of each row (0: unknown or none given). ``queries``: the
+    stored query index of each event (a checkpoint of a model that reads queries keeps them; 0: none).
     """
     from recsys_cli.data.datamodule import csr_rows
 
@@ -380,24 +391,34 @@ def request_histories(requests: pd.DataFrame, data: dict[str, Any]) -> dict[str,
         else:
             times = csr_rows(indptr, stored_times.numpy().astype(np.int64), user_idx[known])[1]
         position = np.arange(len(batch_row))  # csr_rows keeps each user's events in time order
+        stored_queries = data.get("history_queries")
+        query = (
+            0
+            if stored_queries is None
+            else csr_rows(indptr, stored_queries.numpy().astype(np.int64), user_idx[known])[1]
+        )
         parts.append(
-            pd.DataFrame({"row": known[batch_row], "part": 0, "pos": position, "item_idx": items, "time": times})
+            pd.DataFrame(
+                {"row": known[batch_row], "part": 0, "pos": position, "item_idx": items, "time": times, "query": query}
+            )
         )
     if HISTORY_COLUMN in requests.columns:
         tokens = history_tokens(requests[HISTORY_COLUMN].reset_index(drop=True))
         item_idx = pd.Index(data["item_ids"]).get_indexer(tokens["item"].to_numpy())
         counts["unknown items dropped"] = int((item_idx <= 0).sum())
-        tokens = tokens.assign(part=1, item_idx=item_idx, time=np.nan)[item_idx > 0]
-        parts.append(tokens[["row", "part", "pos", "item_idx", "time"]])
-    columns = ["row", "part", "pos", "item_idx", "time"]
+        tokens = tokens.assign(part=1, item_idx=item_idx, time=np.nan, query=0)[item_idx > 0]
+        parts.append(tokens[["row", "part", "pos", "item_idx", "time", "query"]])
+    columns = ["row", "part", "pos", "item_idx", "time", "query"]
     events = pd.concat([pd.DataFrame(columns=columns), *parts], ignore_index=True)
-    events = events.astype({"row": np.int64, "item_idx": np.int64}).sort_values(["row", "part", "pos"], kind="stable")
+    events = events.astype({"row": np.int64, "item_idx": np.int64, "query": np.int64})
+    events = events.sort_values(["row", "part", "pos"], kind="stable")
     events["time"] = events.groupby("row")["time"].ffill().fillna(0).astype(np.float64)
     lengths = np.bincount(events["row"].to_numpy(), minlength=n)
     return {
         "indptr": np.concatenate([[0], np.cumsum(lengths)]),
         "items": events["item_idx"].to_numpy().astype(np.int64),
         "times": events["time"].to_numpy().astype(np.int64),
+        "queries": events["query"].to_numpy(),
         "users": users,
         "counts": counts,
     }
@@ -506,6 +527,11 @@ def recommend(checkpoint: dict[str, Any], request: PredictRequest) -> PredictRes
         given_user = requests[USER_COLUMN].notna().to_numpy()
         user_column[given_user] = requests[USER_COLUMN][given_user].astype(str).to_numpy()
     table = model.item_table().detach() if request.explain else None
+    reads_queries = getattr(model, "query_encoder_name", None) is not None
+    if reads_queries:
+        width = model.query_size
+        stored = data.get("query_features")
+        query_table = stored.float() if stored is not None else torch.zeros(1, width)
 
     def rank(rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         starts, ends = indptr[rows], indptr[rows + 1]
@@ -517,9 +543,11 @@ def recommend(checkpoint: dict[str, Any], request: PredictRequest) -> PredictRes
             keys.SEEN_ROWS: torch.from_numpy(seen_rows),
             keys.SEEN_ITEMS: torch.from_numpy(seen_items),
         }
-        if queries:  # the query the next item answers: the last column (history events carry none here)
-            features = torch.zeros(len(rows), model.max_len + 1, queries["features"].shape[1])
-            features[:, -1] = torch.from_numpy(queries["features"][rows])
+        if reads_queries:  # the stored queries of the history's events, then the row's own (the last column)
+            history_queries = torch.from_numpy(last_window(histories["queries"], starts, ends, model.max_len))
+            features = torch.cat([query_table[history_queries], query_table.new_zeros(len(rows), 1, width)], dim=1)
+            if queries:
+                features[:, -1] = torch.from_numpy(queries["features"][rows])
             batch[keys.QUERIES] = features
         scores = mask_scores(model.score_all(batch).float(), batch, mask_history=request.exclude_seen)
         scores[torch.from_numpy((ends == starts) & ~has_query[rows])] = popularity  # nothing to go by

@@ -16,8 +16,10 @@ pooled embedding and predicted intent distribution are both used; else ``text_en
 query once, and each position is conditioned on the query of the item it predicts
 (``query_conditioning``): added to that position's input (``input``: attention can weigh the history by
 it), to its output (``output``: a shift of the final user vector towards the query), or ``both``; ``none``
-ignores queries. A learned start token opens every sequence, so a user with a query and no history is
-ranked by the query alone, and every user's first event is a training target.
+ignores queries. ``query_dropout`` hides a share of the queries while training, so the model learns to read
+the history too (without it, an ID-only model can stall on what the query alone tells). A learned start
+token opens every sequence, so a user with a query and no history is ranked by the query alone, and every
+user's first event is a training target.
 """
 
 from __future__ import annotations
@@ -79,6 +81,7 @@ class IntentSASRec(SASRec):
         text_dropout: float = 0.2,
         intent_checkpoint: str | None = None,
         query_conditioning: str = "input",
+        query_dropout: float = 0.0,
         query_size: int = 0,
         query_stats: torch.Tensor | None = None,
         hidden_size: int = 64,
@@ -109,7 +112,8 @@ class IntentSASRec(SASRec):
             stats = query_stats if query_stats is not None else torch.stack([torch.zeros(query_size)] * 2)
             self.register_buffer("query_mean", stats[0].float().clone())
             self.register_buffer("query_scale", stats[1].float().clone().clamp(min=1e-6))
-            self.query_dropout = nn.Dropout(text_dropout)
+            self.query_noise = nn.Dropout(text_dropout)
+            self.query_dropout = query_dropout
             self.start = nn.Parameter(torch.empty(hidden_size))
             self.position_embedding = nn.Embedding(max_len + 1, hidden_size)  # the start token takes one
             self.query_input = nn.Linear(query_size, hidden_size) if self.conditioning != "output" else None
@@ -154,7 +158,9 @@ class IntentSASRec(SASRec):
             queries = torch.zeros(*shape, self.query_size, device=self.start.device)
         queries = queries.float()
         present = (queries.abs().sum(-1, keepdim=True) > 0).to(queries.dtype)
-        return self.query_dropout((queries - self.query_mean) / self.query_scale) * present, present
+        if self.training and self.query_dropout > 0:  # some targets must be predicted from the history alone
+            present = present * (torch.rand_like(present) >= self.query_dropout)
+        return self.query_noise((queries - self.query_mean) / self.query_scale) * present, present
 
     def encode(
         self,

@@ -174,3 +174,16 @@ def test_without_queries_in_the_data_the_model_is_the_text_aware_sasrec():
     )
     assert model.conditioning == "none" and model.query_encoder_name is None
     assert model.position_embedding.num_embeddings == 4
+
+
+def test_query_dropout_hides_queries_in_training_only():
+    model = query_model("input", query_dropout=1.0)
+    batch = {"history": torch.tensor([[0, 0, 3, 5]]), "next_items": torch.tensor([[0, 0, 5, 1]])}
+    with_queries = {**batch, "queries": torch.ones(1, 5, 4)}
+    torch.manual_seed(0)
+    hidden_all = model.loss(with_queries)
+    torch.manual_seed(0)
+    assert torch.allclose(hidden_all, model.loss(batch))  # every query hidden: as if there were none
+    model.eval()
+    scored = {"history": batch["history"], "queries": torch.ones(1, 5, 4)}
+    assert not torch.allclose(model.score_all(scored), model.score_all({"history": batch["history"]}))
