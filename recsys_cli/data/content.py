@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from recsys_cli.data.spec import DataSpec
 from recsys_cli.errors import RecsysError
 from recsys_cli.io import atomic_path, atomic_write_json
 
@@ -50,10 +51,7 @@ def item_text_strings(items: pd.DataFrame, n_items: int) -> list[str]:
 
 
 def texts_fingerprint(texts: list[str]) -> str:
-    digest = hashlib.blake2b(digest_size=16)
-    for text in texts:
-        digest.update(text.encode("utf-8", "replace") + b"\x1f")
-    return digest.hexdigest()
+    return hashlib.blake2b("\x1f".join(texts).encode("utf-8", "replace"), digest_size=16).hexdigest()
 
 
 def checkpoint_path(name: str) -> Path | None:
@@ -255,3 +253,37 @@ def cached_embeddings(
         },
     )
     return embeddings
+
+
+def item_text_features(spec: DataSpec, encoder: str, max_length: int = 64, batch_size: int = 128) -> Any:
+    """``spec.item_text_features``: ``[n_items + 1, D]`` embeddings of each item's text by ``encoder`` (row 0 and
+    items without text: zeros), computed once per encoder and item text and cached in the processed folder. A
+    spec read from a checkpoint already holds them (as model buffers)."""
+    import torch
+
+    if spec.item_text_features is None:
+        texts = item_text_strings(spec.items, spec.n_items) if spec.items is not None else []
+        if not any(texts):
+            raise RecsysError(
+                "the data has no item text to encode; use data with item titles or text (e.g. data=office, "
+                "data=ml100k) or set model.fusion=id."
+            )
+        embedder = TextEmbedder(encoder, max_length=max_length, batch_size=batch_size)
+        spec.item_text_features = torch.from_numpy(cached_embeddings(spec.folder, texts, embedder, progress=True))
+        spec.item_text_encoder = encoder
+    return spec.item_text_features
+
+
+def query_features(spec: DataSpec, encoder: str, max_length: int = 64, batch_size: int = 128) -> Any:
+    """``spec.query_features``: ``[len(query_texts), D (+ C)]`` embeddings of the data's queries by ``encoder``
+    (for a ``bert_intent`` checkpoint: and its intent probabilities), cached in the processed folder; None
+    when the data has no queries."""
+    import torch
+
+    if spec.query_texts is None:
+        return None
+    if spec.query_features is None:
+        embedder = TextEmbedder(encoder, max_length=max_length, batch_size=batch_size)
+        features = cached_embeddings(spec.folder, spec.query_texts, embedder, True, "query_text", intents=True)
+        spec.query_features = torch.from_numpy(features)
+    return spec.query_features

@@ -29,8 +29,9 @@ class DataSpec:
     Interaction data: ``n_users``, ``n_items`` (indices ``1..n``; 0 is padding), ``max_len`` (the history
     length batches carry), ``items`` (the item table: id, title, text, category) from which
     :meth:`item_word_features` derives, on first use, ``item_features`` (``[n_items + 1, F]`` word indices of
-    each item's text, 0 = padding) and its vocabulary size ``item_feature_vocab``, and
-    :meth:`item_text_embeddings` the encoder embeddings ``item_text_features`` of each item's text.
+    each item's text, 0 = padding) and its vocabulary size ``item_feature_vocab``; the encoder embeddings of
+    item and query text (``item_text_features``, ``query_features``) are filled in by
+    :mod:`recsys_cli.data.content`, which this module never imports (it loads encoders and checkpoints).
     Text data: ``task``, ``label_names`` (class index → name), ``oos_label`` (the out-of-scope class, if
     any), and for regression the training targets' ``target_mean`` and ``target_std``.
     """
@@ -73,40 +74,6 @@ class DataSpec:
             self.item_features = torch.from_numpy(item_feature_tokens(self.items, self.n_items))
             self.item_feature_vocab = int(self.item_features.max()) + 1
         return self.item_features, self.item_feature_vocab
-
-    def item_text_embeddings(self, encoder: str, max_length: int = 64, batch_size: int = 128) -> torch.Tensor:
-        """``item_text_features``: ``[n_items + 1, D]`` embeddings of each item's text by ``encoder`` (row 0 and
-        items without text: zeros), computed once per encoder and item text and cached in the processed folder
-        (:mod:`recsys_cli.data.content`). A spec read from a checkpoint already holds them (as model buffers)."""
-        if self.item_text_features is None:
-            from recsys_cli.data.content import TextEmbedder, cached_embeddings, item_text_strings
-
-            texts = item_text_strings(self.items, self.n_items) if self.items is not None else []
-            if not any(texts):
-                from recsys_cli.errors import RecsysError
-
-                raise RecsysError(
-                    "the data has no item text to encode; use data with item titles or text (e.g. data=office, "
-                    "data=ml100k) or set model.fusion=id."
-                )
-            embedder = TextEmbedder(encoder, max_length=max_length, batch_size=batch_size)
-            self.item_text_features = torch.from_numpy(cached_embeddings(self.folder, texts, embedder, progress=True))
-            self.item_text_encoder = encoder
-        return self.item_text_features
-
-    def query_embeddings(self, encoder: str, max_length: int = 64, batch_size: int = 128) -> torch.Tensor | None:
-        """``query_features``: ``[len(query_texts), D (+ C)]`` embeddings of the data's query texts by
-        ``encoder`` (for a ``bert_intent`` checkpoint: and its intent probabilities), cached in the processed
-        folder; None when the data has no queries."""
-        if self.query_texts is None:
-            return None
-        if self.query_features is None:
-            from recsys_cli.data.content import TextEmbedder, cached_embeddings
-
-            embedder = TextEmbedder(encoder, max_length=max_length, batch_size=batch_size)
-            features = cached_embeddings(self.folder, self.query_texts, embedder, True, "query_text", intents=True)
-            self.query_features = torch.from_numpy(features)
-        return self.query_features
 
     def to_meta(self) -> dict[str, Any]:
         """Plain types only (``torch.load(weights_only=True)`` reads them); tensors as shape and dtype.

@@ -201,14 +201,9 @@ class RecommenderFamily(ModelFamily):
         from recsys_cli.data.datamodule import SequenceDataModule
 
         spec = data.spec
-        # A model that reads what users say names its query encoder; the data's queries are embedded by it.
-        encoder = getattr(model, "query_encoder_name", None)
-        table = None
-        if encoder is not None:
-            settings = getattr(model, "hparams", {})
-            table = spec.query_embeddings(
-                encoder, max_length=settings.get("text_max_length", 64), batch_size=settings.get("text_batch_size", 128)
-            )
+        # A model that reads what users say gives the features of the data's queries as it reads them.
+        reader = getattr(model, "query_features", None)
+        table = reader(spec) if reader is not None else None
         return SequenceDataModule(
             data.content,
             max_len=spec.max_len,
@@ -429,9 +424,8 @@ def request_queries(model: Any, requests: pd.DataFrame, counts: dict[str, int], 
     is an intent model, each row's predicted intent. Empty without queries or for a model that reads none."""
     if QUERY_COLUMN not in requests.columns:
         return {}
-    text = requests[QUERY_COLUMN].map(lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v))
-    texts = text.str.strip().tolist()
-    given = np.array([bool(t) for t in texts])
+    text = requests[QUERY_COLUMN].fillna("").astype(str).str.strip()
+    texts, given = text.tolist(), (text != "").to_numpy()
     encoder = getattr(model, "query_encoder_name", None)
     if encoder is None:
         counts["queries ignored (the model reads none)"] = int(given.sum())

@@ -32,8 +32,8 @@ from torch import nn
 from recsys_cli.data import batch as keys
 from recsys_cli.data.spec import DataSpec
 from recsys_cli.errors import RecsysError
-from recsys_cli.models.components import attention_mask, init_weights, trim_padding
-from recsys_cli.models.item_repr import ItemRepresentation
+from recsys_cli.models.components import init_weights, trim_padding
+from recsys_cli.models.item_repr import ItemRepresentation, standardisation
 from recsys_cli.models.sasrec import SASRec
 
 CONDITIONING = ("none", "input", "output", "both")
@@ -44,26 +44,42 @@ def query_encoder(settings: dict[str, Any]) -> str:
     return settings.get("intent_checkpoint") or settings.get("text_encoder", "minilm-packaged")
 
 
+def read_queries(data: DataSpec, settings: dict[str, Any]) -> torch.Tensor | None:
+    """The features of the data's queries as a model with these settings reads them (None: it reads none,
+    or the data has none)."""
+    from recsys_cli.data.content import query_features
+
+    if settings.get("query_conditioning", "input") == "none":
+        return None
+    return query_features(
+        data,
+        query_encoder(settings),
+        max_length=settings.get("text_max_length", 64),
+        batch_size=settings.get("text_batch_size", 128),
+    )
+
+
 class IntentSASRec(SASRec):
     @classmethod
     def data_arguments(cls, data: DataSpec, settings: dict[str, Any] | None = None) -> dict[str, Any]:
         """SASRec's, plus the frozen text embedding of every item (unless ``fusion=id``) and, when the data
         has queries and the model reads them, the size and statistics of their features."""
+        from recsys_cli.data.content import item_text_features
+
         settings = dict(settings or {})
         arguments = super().data_arguments(data, settings)
-        length, batch = settings.get("text_max_length", 64), settings.get("text_batch_size", 128)
         if settings.get("fusion", "add") != "id":
             arguments["item_counts"] = data.item_counts
-            arguments["item_text"] = data.item_text_embeddings(
-                settings.get("text_encoder", "minilm-packaged"), max_length=length, batch_size=batch
+            arguments["item_text"] = item_text_features(
+                data,
+                settings.get("text_encoder", "minilm-packaged"),
+                max_length=settings.get("text_max_length", 64),
+                batch_size=settings.get("text_batch_size", 128),
             )
-        if settings.get("query_conditioning", "input") != "none":
-            features = data.query_embeddings(query_encoder(settings), max_length=length, batch_size=batch)
-            if features is not None:
-                real = features[1:].float()
-                mean = real.mean(0)
-                scale = (real - mean).pow(2).sum(1).mean().sqrt().clamp(min=1e-6) * real.shape[1] ** -0.5
-                arguments.update(query_size=features.shape[1], query_stats=torch.stack([mean, scale.expand_as(mean)]))
+        features = read_queries(data, settings)
+        if features is not None:
+            mean, scale = standardisation(features)
+            arguments.update(query_size=features.shape[1], query_stats=torch.stack([mean, scale.expand_as(mean)]))
         return arguments
 
     def __init__(
@@ -128,6 +144,10 @@ class IntentSASRec(SASRec):
         """The encoder whose features of the user's query the model reads, or None when it reads none."""
         return query_encoder(dict(self.hparams)) if self.conditioning != "none" else None
 
+    def query_features(self, data: DataSpec) -> torch.Tensor | None:
+        """The features of ``data``'s queries this model reads (the datamodule carries them in batches)."""
+        return read_queries(data, dict(self.hparams)) if self.conditioning != "none" else None
+
     def item_table(self) -> torch.Tensor:
         return self.items()
 
@@ -174,17 +194,10 @@ class IntentSASRec(SASRec):
         table = self.item_table() if table is None else table
         if self.conditioning == "none":
             return super().encode(history, last_only, table)
-        positions = ((history > 0).cumsum(1) - 1).clamp(min=0)
-        vectors = torch.cat([table, self.start.unsqueeze(0).to(table.dtype)])
-        x = self.embed_items(history, vectors) + self.position_embedding(positions)
         features, present = queries
-        if self.query_input is not None:
-            x = x + self.query_input(features) * present
-        x = self.dropout(x)
-        mask = attention_mask(history, causal=True)
-        for index, block in enumerate(self.blocks):
-            x = block(x, mask, tail=int(last_only and index == len(self.blocks) - 1))
-        x = self.final_norm(x)
+        inputs = self.query_input(features) * present if self.query_input is not None else None
+        vectors = torch.cat([table, self.start.unsqueeze(0).to(table.dtype)])  # index n_items + 1: the start token
+        x = super().encode(history, last_only, vectors, inputs=inputs)
         if self.query_output is not None:
             tail = x.shape[1]
             x = x + self.query_output(features[:, -tail:]) * present[:, -tail:]

@@ -28,6 +28,17 @@ FUSIONS = ("id", "add", "concat", "gate", "text")
 ADAPTORS = ("linear", "moe")
 
 
+def standardisation(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean ``[D]`` and per-dimension scale ``[]`` of the non-zero rows after row 0 (padding / no text): frozen
+    features minus the mean, divided by the scale, have unit mean square per dimension, whatever the encoder."""
+    real = features[1:][features[1:].abs().sum(1) > 0].float()
+    if len(real) < 2:
+        return torch.zeros(features.shape[1]), torch.tensor(1.0)
+    mean = real.mean(0)
+    scale = (real - mean).pow(2).sum(1).mean().sqrt().clamp(min=1e-6) * features.shape[1] ** -0.5
+    return mean, scale
+
+
 class TextAdaptor(nn.Module):
     """Frozen text embeddings ``[N, D]`` → ``[N, H]``: whitening bias and linear map per expert, gated mix."""
 
@@ -81,12 +92,10 @@ class ItemRepresentation(nn.Module):
             if text_features is None or text_features.shape[0] != n_items + 1:
                 raise RecsysError("this item representation needs text features for every item; set model.fusion=id.")
             features = text_features.float()
-            real = features[1:][features[1:].abs().sum(1) > 0]
-            mean = real.mean(0) if len(real) else torch.zeros(features.shape[1])
-            scale = (real - mean).pow(2).sum(1).mean().sqrt().clamp(min=1e-6) if len(real) > 1 else torch.tensor(1.0)
+            mean, scale = standardisation(features)
             self.register_buffer("text_features", features)
             self.register_buffer("text_mean", mean)
-            self.register_buffer("text_scale", scale.reshape(()) * features.shape[1] ** -0.5)
+            self.register_buffer("text_scale", scale.reshape(()).clamp(min=1e-6))
             self.adaptor = TextAdaptor(features.shape[1], hidden_size, adaptor, n_experts, dropout)
         if fusion == "concat":
             self.mix = nn.Linear(2 * hidden_size, hidden_size)

@@ -56,7 +56,13 @@ class SASRec(DotProductRecommender):
         self.final_norm = nn.LayerNorm(hidden_size)
         self.apply(init_weights)
 
-    def encode(self, history: torch.Tensor, last_only: bool = False, table: torch.Tensor | None = None) -> torch.Tensor:
+    def encode(
+        self,
+        history: torch.Tensor,
+        last_only: bool = False,
+        table: torch.Tensor | None = None,
+        inputs: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Hidden state at every position, ``[B, L, H]`` (``[B, 1, H]``: the last one, with ``last_only``).
 
         With ``last_only`` the final block computes only the last position (all that ranking needs).
@@ -64,11 +70,13 @@ class SASRec(DotProductRecommender):
         Positions count from the oldest item of the history (0, 1, ...; padding gets 0 and is never
         attended to), so the item a prediction is made after sits at the same position in training
         windows and at inference, and left padding or trimming it changes nothing. ``table``: the item
-        table when the caller already computed it (:meth:`item_table`).
+        table when the caller already computed it (:meth:`item_table`); ``inputs`` ``[B, L, H]``: added to each
+        position's input (a subclass's conditioning).
         """
         positions = ((history > 0).cumsum(1) - 1).clamp(min=0)
         table = self.item_table() if table is None else table
-        x = self.dropout(self.embed_items(history, table) + self.position_embedding(positions))
+        x = self.embed_items(history, table) + self.position_embedding(positions)
+        x = self.dropout(x if inputs is None else x + inputs)
         mask = attention_mask(history, causal=True)
         for index, block in enumerate(self.blocks):
             x = block(x, mask, tail=int(last_only and index == len(self.blocks) - 1))
