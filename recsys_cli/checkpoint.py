@@ -126,3 +126,23 @@ def build_module(checkpoint: dict[str, Any]) -> pl.LightningModule:
             "the file may come from another version of recsys: retrain it."
         )
     return module.eval()
+
+
+def warm_start(module: torch.nn.Module, source: str | Path, kind: str) -> dict[str, Any]:
+    """Start ``module`` from the weights of an earlier checkpoint of the same kind (``model.init_from``: a
+    ``.ckpt`` file or its run folder): every tensor whose name and shape match is copied, the rest keeps its
+    initialisation (a text model that now tunes its encoder's top layers starts from the frozen one, say).
+    Returns how many tensors were copied and kept."""
+    path = Path(source).expanduser()
+    if path.is_dir() and (path / "checkpoints" / "best.ckpt").is_file():
+        path = path / "checkpoints" / "best.ckpt"
+    previous = load_checkpoint(path, kind=kind)["state_dict"]
+    own = module.state_dict()
+    matching = {name: value for name, value in previous.items() if name in own and own[name].shape == value.shape}
+    if not matching:
+        raise RecsysError(
+            f"model.init_from '{source}' shares no weights with this model; pass a checkpoint of the same model "
+            "trained on the same data."
+        )
+    module.load_state_dict(matching, strict=False)
+    return {"init_from": str(path), "init_copied": len(matching), "init_kept": len(own) - len(matching)}

@@ -7,6 +7,9 @@
 #               targets that open a session and targets that continue one are reported apart; then the
 #               query-reading models' checkpoints evaluated with no history at all (eval.query_only=true)
 #   ml100k      MovieLens-100K: SASRec vs text-aware SASRec (titles, year and genres)
+#   tuning      Office, frozen vs tuned text encoder: each seed's frozen text+ID model, then continued for
+#               TUNE_EPOCHS epochs from its best weights (model.init_from) with the encoder frozen (the
+#               control: more epochs alone), its top layer tuned (text_tuning=top) or LoRA on it (text_tuning=lora)
 # Each experiment ends with `recsys compare` against SASRec (paired t-test on per-user test NDCG@10, Holm),
 # saved as runs/bench_flagship/<experiment>/compare.{md,json,png}.
 #   EXPERIMENTS="office synthetic" SEEDS="1 2 3" bash scripts/bench_flagship.sh [hydra overrides for every run]
@@ -35,7 +38,11 @@ configurations() {
       "text_query model=intent_sasrec" \
       "pop model=pop" ;;
     ml100k) printf '%s\n' "sasrec model=sasrec data=ml100k" "text_id model=intent_sasrec data=ml100k" ;;
-    *) echo "unknown experiment $1 (office, cold, synthetic, ml100k)" >&2; exit 2 ;;
+    tuning) local more="model=intent_sasrec data=office model.init_from={folder}/frozen_s{seed} data.batch_size=256"
+      more+=" trainer.max_epochs=${TUNE_EPOCHS:-5}"
+      printf '%s\n' "frozen model=intent_sasrec data=office" "frozen_more $more" \
+        "top $more model.text_tuning=top" "lora $more model.text_tuning=lora" ;;
+    *) echo "unknown experiment $1 (office, cold, synthetic, ml100k, tuning)" >&2; exit 2 ;;
   esac
 }
 
@@ -45,9 +52,11 @@ for experiment in $EXPERIMENTS; do
   while read -r label overrides; do
     for seed in $SEEDS; do
       name=${label}_s$seed
+      run_overrides=${overrides//\{seed\}/$seed}
+      run_overrides=${run_overrides//\{folder\}/$folder}
       if [ -f "$folder/$name/metrics.json" ]; then echo "have $experiment/$name"; continue; fi
       # shellcheck disable=SC2086  # the overrides are words
-      /usr/bin/time -v "$RECSYS" train $overrides seed="$seed" logger=csv trainer.enable_progress_bar=false \
+      /usr/bin/time -v "$RECSYS" train $run_overrides seed="$seed" logger=csv trainer.enable_progress_bar=false \
         paths.runs_dir="$folder" run.name="$name" "${EXTRA[@]}" > "$folder/$name.log" 2> "$folder/$name.time" \
         || { echo "FAILED $experiment/$name (see $folder/$name.log)"; continue; }
       echo "done $experiment/$name: $(grep -h 's/epoch' "$folder/$name.log")"
@@ -62,6 +71,7 @@ for experiment in $EXPERIMENTS; do
     cold) baseline=$folder/text_s${SEEDS%% *}
       metrics=test/cold/hr@10,test/cold/ndcg@10,test/cold_within/hr@10,test/cold_pop/hr@10,test/cold_random/hr@10,test/ndcg@10 ;;
     synthetic) metrics=test/ndcg@10,test/new_session/ndcg@10,test/same_session/ndcg@10,test/hr@10,val/ndcg@10 ;;
+    tuning) baseline=frozen_more ;;
   esac
   COLUMNS=200 "$RECSYS" compare "$folder" --baseline "$baseline" --metrics "$metrics" \
     --plot "$folder/compare.png" --output "$folder/compare.json" > "$folder/compare.md" 2>&1 || true

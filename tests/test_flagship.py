@@ -116,3 +116,48 @@ def test_explain_needs_item_vectors_and_text_models_refuse_it(tiny, tmp_path):
     result = train.run(compose_config(overrides))
     with pytest.raises(RecsysError, match="item vectors"):
         predict.run(result.best_checkpoint, tmp_path / "r.jsonl", all_users=True, explain=True)
+
+
+@pytest.mark.parametrize("tuning", ["top", "lora"])
+def test_tuning_the_text_encoder_trains_its_top_layer_from_a_frozen_run(workdir, tiny_encoder, tuning, tmp_path):
+    from transformers import AutoModel
+
+    base = [*workdir, *TINY_DATA, *FLAGSHIP, f"model.text_encoder={tiny_encoder}", "model.query_conditioning=none"]
+    frozen = train.run(compose_config([*base, "run.name=frozen"]), overrides=[*base, "run.name=frozen"])
+    overrides = [*base, f"model.text_tuning={tuning}", f"model.init_from={frozen.best_checkpoint}", "run.name=tuned"]
+    overrides += ["model.text_lr=0.01"]
+    tuned = train.run(compose_config(overrides), overrides=overrides)
+    assert tuned.metrics["init_copied"] > 0  # the frozen run's SASRec and adaptor weights start it
+
+    model = build_module(load_checkpoint(tuned.best_checkpoint, kind="recommender"))
+    layers = model.items.tuned_text.layers
+    pretrained = AutoModel.from_pretrained(tiny_encoder).encoder.layer[-1].state_dict()
+    if tuning == "top":
+        changed = [name for name, value in layers[0].state_dict().items() if not torch.equal(value, pretrained[name])]
+        assert changed, "the top layer did not train"
+    else:
+        assert any(
+            name.endswith("lora_B.default.weight") and value.abs().sum() > 0
+            for name, value in layers.state_dict().items()
+        )
+        base_weights = {n.replace(".base_layer", ""): v for n, v in layers[0].state_dict().items() if "lora_" not in n}
+        assert all(torch.equal(value, pretrained[name]) for name, value in base_weights.items())
+    # The checkpoint scores alone (the hidden states entering the tuned layer travel with it) as training did.
+    evaluated = evaluate.run(tuned.best_checkpoint, output=tmp_path / "eval.json")
+    assert evaluated.metrics["test"] == pytest.approx(tuned.metrics["test"], rel=1e-4, abs=1e-5)
+
+
+def test_tuned_text_starts_where_the_frozen_encoder_ends(tiny_encoder):
+    """Before any step, the tuned layer over the cached hidden states gives the frozen embeddings."""
+    from recsys_cli.data.content import TextEmbedder
+    from recsys_cli.models.item_repr import TunedText
+
+    texts = ["", "running shoes for a marathon", "cheap pens", "a gift"]
+    embedder = TextEmbedder(str(tiny_encoder), precision="32-true")
+    inputs = embedder.layer_inputs(texts, 1)
+    tuned = TunedText(inputs["config"], 1, inputs["hidden"], inputs["mask"], inputs["layers"]).eval()
+    with torch.no_grad():
+        pooled = tuned()
+    frozen = torch.from_numpy(embedder.embed(texts))
+    assert pooled[0].abs().sum() == 0
+    torch.testing.assert_close(pooled, frozen, atol=0.05, rtol=0.05)  # the cache is bf16

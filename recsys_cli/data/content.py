@@ -30,6 +30,8 @@ from recsys_cli.io import atomic_path, atomic_write_json
 
 CACHE_VERSION = 1
 TEXT_FIELDS = ("title", "text", "category")
+# Encoders whose transformer layers take (hidden_states, additive mask): the top ones can be tuned.
+TUNABLE = ("BertModel", "RobertaModel", "XLMRobertaModel", "ElectraModel", "MPNetModel")
 MAX_CHARS = 2000  # longer item texts are cut before tokenising (the token limit cuts them anyway)
 
 
@@ -201,6 +203,59 @@ class TextEmbedder:
                 advance()
         return (out, probs) if with_intents else out
 
+    def layer_inputs(self, texts: list[str], n_layers: int) -> dict[str, Any]:
+        """What tuning the encoder's top ``n_layers`` layers needs: the hidden states entering them for every
+        text (``hidden`` ``[N, T, D]`` bf16, ``T`` the longest text's tokens; rows of empty texts are zeros),
+        the token ``mask`` ``[N, T]``, those layers' weights (``layers``: a state dict of an
+        ``nn.ModuleList``), the encoder's ``config`` (a plain dict, to rebuild the layers) and ``pooling``.
+
+        The layers below stay frozen, so their output is computed once here; a training step then runs
+        only the top layers over the catalogue (:class:`recsys_cli.models.item_repr.TunedText`)."""
+        import torch
+
+        from recsys_cli.models.encoders import transformer_layers
+        from recsys_cli.runtime import inference_autocast
+
+        self._load()
+        layers = transformer_layers(self.encoder)
+        if not 1 <= n_layers <= len(layers):
+            raise RecsysError(
+                f"model.tuned_layers={n_layers} but the text encoder has {len(layers)} layers; pick 1..{len(layers)}."
+            )
+        if type(self.encoder).__name__ not in TUNABLE:
+            raise RecsysError(
+                f"tuning the text encoder supports BERT-family encoders ({', '.join(TUNABLE)}), not "
+                f"{type(self.encoder).__name__}; set model.text_tuning=frozen."
+            )
+        tokens = self.tokenizer(
+            [text or "" for text in texts],
+            padding=True,
+            truncation=True,
+            max_length=self.max_length,
+            return_tensors="pt",
+        )
+        mask = tokens["attention_mask"] * torch.tensor([1 if text else 0 for text in texts]).unsqueeze(1)
+        width = max(int(mask.sum(1).max()), 1)
+        hidden = torch.zeros(len(texts), width, int(self.encoder.config.hidden_size), dtype=torch.bfloat16)
+        rows = torch.nonzero(mask.sum(1) > 0).squeeze(1)
+        with torch.inference_mode(), inference_autocast(self.precision):
+            for batch in rows.split(self.batch_size):
+                length = int(mask[batch].sum(1).max())
+                out = self.encoder(
+                    input_ids=tokens["input_ids"][batch, :length],
+                    attention_mask=mask[batch, :length],
+                    output_hidden_states=True,
+                )
+                hidden[batch, :length] = out.hidden_states[-n_layers - 1].to(torch.bfloat16)
+        top = torch.nn.ModuleList(list(layers)[-n_layers:])
+        return {
+            "hidden": hidden,
+            "mask": mask[:, :width].bool(),
+            "layers": {key: value.detach().clone() for key, value in top.state_dict().items()},
+            "config": self.encoder.config.to_dict(),
+            "pooling": self.pooling,
+        }
+
 
 def cached_embeddings(
     folder: Path | None,
@@ -287,3 +342,24 @@ def query_features(spec: DataSpec, encoder: str, max_length: int = 64, batch_siz
         features = cached_embeddings(spec.folder, spec.query_texts, embedder, True, "query_text", intents=True)
         spec.query_features = torch.from_numpy(features)
     return spec.query_features
+
+
+def item_text_layers(
+    spec: DataSpec, encoder: str, n_layers: int, max_length: int = 64, batch_size: int = 128
+) -> dict[str, Any]:
+    """``layer_inputs`` of every item's text (:meth:`TextEmbedder.layer_inputs`) for tuning the text encoder's
+    top ``n_layers`` layers; a spec read from a checkpoint holds the hidden states and mask already (as
+    model buffers, with the tuned layers' weights), so only their shapes and the stored config are used."""
+    if spec.item_text_hidden is None:
+        texts = item_text_strings(spec.items, spec.n_items) if spec.items is not None else []
+        embedder = TextEmbedder(encoder, max_length=max_length, batch_size=batch_size)
+        inputs = embedder.layer_inputs(texts, n_layers)
+        spec.item_text_hidden, spec.item_text_mask = inputs["hidden"], inputs["mask"]
+        return inputs
+    return {
+        "hidden": spec.item_text_hidden,
+        "mask": spec.item_text_mask,
+        "layers": None,
+        "config": None,
+        "pooling": None,
+    }

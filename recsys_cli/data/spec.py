@@ -48,6 +48,9 @@ class DataSpec:
     item_counts: torch.Tensor | None = None  # [n_items + 1] training events per item (0: never seen in training)
     item_text_features: torch.Tensor | None = None
     item_text_encoder: str | None = None
+    # Tuning the text encoder's top layers: the hidden states entering them [n_items + 1, T, D], and their mask.
+    item_text_hidden: torch.Tensor | None = None
+    item_text_mask: torch.Tensor | None = None
     # What users say (recsys_cli.data.queries): distinct query texts (0: none), the query of each processed
     # event, and named groups of events (e.g. those that open a session); data, not model: never stored.
     query_texts: list[str] | None = field(default=None, repr=False, compare=False, metadata={"stored": False})

@@ -160,6 +160,13 @@ class RecommenderFamily(ModelFamily):
         processed, reused = prepare_interactions(cfg, force=force)
         return _prepared(with_cold_start(cfg, processed), cfg.data.max_len, reused)
 
+    def before_fit(self, cfg: DictConfig, model: Any, datamodule: Any) -> dict[str, Any]:
+        if not cfg.model.get("init_from"):
+            return {}
+        from recsys_cli.checkpoint import warm_start
+
+        return warm_start(model, cfg.model.init_from, self.kind)
+
     def reopen(self, cfg: DictConfig, checkpoint: dict[str, Any]) -> Prepared:
         from recsys_cli.checkpoint import KEY
 

@@ -32,8 +32,9 @@ from torch import nn
 from recsys_cli.data import batch as keys
 from recsys_cli.data.spec import DataSpec
 from recsys_cli.errors import RecsysError
+from recsys_cli.models.base import decay_groups
 from recsys_cli.models.components import init_weights, trim_padding
-from recsys_cli.models.item_repr import ItemRepresentation, standardisation
+from recsys_cli.models.item_repr import ItemRepresentation, item_text_arguments, standardisation, tuned_text
 from recsys_cli.models.sasrec import SASRec
 
 CONDITIONING = ("none", "input", "output", "both")
@@ -64,18 +65,8 @@ class IntentSASRec(SASRec):
     def data_arguments(cls, data: DataSpec, settings: dict[str, Any] | None = None) -> dict[str, Any]:
         """SASRec's, plus the frozen text embedding of every item (unless ``fusion=id``) and, when the data
         has queries and the model reads them, the size and statistics of their features."""
-        from recsys_cli.data.content import item_text_features
-
         settings = dict(settings or {})
-        arguments = super().data_arguments(data, settings)
-        if settings.get("fusion", "add") != "id":
-            arguments["item_counts"] = data.item_counts
-            arguments["item_text"] = item_text_features(
-                data,
-                settings.get("text_encoder", "minilm-packaged"),
-                max_length=settings.get("text_max_length", 64),
-                batch_size=settings.get("text_batch_size", 128),
-            )
+        arguments = {**super().data_arguments(data, settings), **item_text_arguments(data, settings)}
         features = read_queries(data, settings)
         if features is not None:
             mean, scale = standardisation(features)
@@ -95,6 +86,14 @@ class IntentSASRec(SASRec):
         adaptor: str = "linear",
         n_experts: int = 8,
         text_dropout: float = 0.2,
+        text_tuning: str = "frozen",
+        tuned_layers: int = 1,
+        text_lr: float = 1e-4,
+        lora_r: int = 8,
+        lora_alpha: int = 16,
+        item_text_layers: dict[str, Any] | None = None,
+        text_encoder_config: dict[str, Any] | None = None,
+        text_pooling: str = "mean",
         intent_checkpoint: str | None = None,
         query_conditioning: str = "input",
         query_dropout: float = 0.0,
@@ -104,13 +103,15 @@ class IntentSASRec(SASRec):
         **sasrec: Any,
     ) -> None:
         """``sasrec``: SASRec's own settings (layers, heads, dropout, loss, ...) and the shared training ones.
-        ``query_size`` and ``query_stats`` (mean and scale of the query features) come from the data."""
+        ``query_size`` and ``query_stats`` (mean and scale of the query features) come from the data, as do
+        ``item_text_layers`` and, when training starts, ``text_encoder_config`` and ``text_pooling`` (kept in
+        the hyperparameters: the tuned layers are rebuilt from them)."""
         if query_conditioning not in CONDITIONING:
             raise RecsysError(
                 f"unknown model.query_conditioning '{query_conditioning}'; use one of: {', '.join(CONDITIONING)}."
             )
         super().__init__(n_items=n_items, max_len=max_len, hidden_size=hidden_size, **sasrec)
-        self.save_hyperparameters(ignore=["item_text", "item_counts", "query_stats"])
+        self.save_hyperparameters(ignore=["item_text", "item_counts", "query_stats", "item_text_layers"])
         del self.item_embedding  # the item representation owns the ID embedding (when it has one)
         self.items = ItemRepresentation(
             n_items,
@@ -121,7 +122,11 @@ class IntentSASRec(SASRec):
             n_experts=n_experts,
             dropout=text_dropout,
             item_counts=item_counts,
+            tuned_text=tuned_text(
+                item_text_layers, text_tuning, tuned_layers, text_encoder_config, text_pooling, lora_r, lora_alpha
+            ),
         )
+        self.text_lr = text_lr
         self.conditioning = query_conditioning if query_size else "none"
         self.query_size = query_size
         if self.conditioning != "none":
@@ -150,6 +155,17 @@ class IntentSASRec(SASRec):
 
     def item_table(self) -> torch.Tensor:
         return self.items()
+
+    def optimizer_groups(self) -> list[dict[str, Any]]:
+        """The tuned text encoder layers learn at ``text_lr`` (pretrained weights: a smaller step)."""
+        tuned = self.items.tuned_text
+        if tuned is None:
+            return super().optimizer_groups()
+        own = {id(p) for p in tuned.parameters()}
+        rest = [p for p in self.parameters() if id(p) not in own]
+        return decay_groups(rest, self.weight_decay) + decay_groups(
+            tuned.parameters(), self.weight_decay, lr=self.text_lr
+        )
 
     # --- the start token and the queries ----------------------------------------------------------
     def _with_start(

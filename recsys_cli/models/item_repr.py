@@ -15,17 +15,27 @@ training and ranking all see the same vectors.
   of experts, Hou et al., KDD 2022: expert ``e`` maps ``(x - b_e) W_e``, a softmax gate over ``x`` mixes).
   The frozen features are first centred and scaled by their dataset statistics (buffers, saved with
   the model), so one learning rate suits any encoder.
+- ``text_tuning``: ``frozen`` (the cached embeddings), or the encoder's top ``tuned_layers`` layers trained
+  with the recommender (``top``: all their weights; ``lora``: low-rank adapters on their attention
+  projections, Hu et al. 2021, via ``peft``). The layers below stay frozen, so the hidden states that enter
+  the tuned ones are computed once (:meth:`recsys_cli.data.content.TextEmbedder.layer_inputs`) and every
+  step runs only the top layers over the catalogue (:class:`TunedText`), in chunks of similar length.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import nn
 
 from recsys_cli.errors import RecsysError
+from recsys_cli.runtime import inference_autocast
 
 FUSIONS = ("id", "add", "concat", "gate", "text")
 ADAPTORS = ("linear", "moe")
+TUNINGS = ("frozen", "top", "lora")
+CHUNK_ITEMS = 256  # item texts per chunk through the tuned layers (sorted by length: little padding)
 
 
 def standardisation(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,6 +75,90 @@ class TextAdaptor(nn.Module):
         return (torch.softmax(self.gate(x), dim=-1).unsqueeze(-1) * mapped).sum(1)
 
 
+class TunedText(nn.Module):
+    """The top layers of a transformer encoder, trained, over the cached hidden states that enter them.
+
+    ``hidden`` ``[N, T, D]`` and ``mask`` ``[N, T]`` (bf16 and bool buffers, saved with the model so a
+    checkpoint needs no encoder to score), ``config``: the encoder's config dict (the layers are rebuilt from
+    it; ``layers``, their pretrained weights, when training starts). Calling it gives the pooled text vector
+    of every row ``[N, D]`` (rows without text: zeros); in eval mode it is computed once and reused until the
+    module trains again.
+    """
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        n_layers: int,
+        hidden: torch.Tensor,
+        mask: torch.Tensor,
+        layers: dict[str, torch.Tensor] | None = None,
+        tuning: str = "top",
+        pooling: str = "mean",
+        lora_r: int = 8,
+        lora_alpha: int = 16,
+        lora_dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        from transformers import AutoConfig, AutoModel
+
+        from recsys_cli.models.encoders import lora_targets, transformer_layers
+
+        if tuning not in TUNINGS[1:]:
+            raise RecsysError(f"unknown model.text_tuning '{tuning}'; use one of: {', '.join(TUNINGS)}.")
+        settings = {key: value for key, value in config.items() if key != "model_type"}
+        encoder = AutoModel.from_config(AutoConfig.for_model(config["model_type"], **settings))
+        self.layers = nn.ModuleList(list(transformer_layers(encoder))[-n_layers:])
+        if layers is not None:
+            self.layers.load_state_dict(layers)
+        if tuning == "lora":
+            from peft import LoraConfig, inject_adapter_in_model
+
+            lora = LoraConfig(
+                r=lora_r,
+                lora_alpha=lora_alpha,
+                lora_dropout=lora_dropout,
+                target_modules=lora_targets(self.layers, None),
+            )
+            inject_adapter_in_model(lora, self.layers)
+            for name, parameter in self.layers.named_parameters():
+                parameter.requires_grad_("lora_" in name)
+        self.pooling = pooling
+        self.register_buffer("hidden", hidden.to(torch.bfloat16))
+        self.register_buffer("mask", mask.bool())
+        self._cache: torch.Tensor | None = None
+
+    def train(self, mode: bool = True) -> TunedText:
+        self._cache = None
+        return super().train(mode)
+
+    def forward(self) -> torch.Tensor:
+        if self._cache is not None and not self.training:
+            return self._cache
+        lengths = self.mask.sum(1)
+        rows = torch.nonzero(lengths > 0).squeeze(1)
+        rows = rows[torch.argsort(lengths[rows], stable=True)]
+        out = self.hidden.new_zeros(self.hidden.shape[0], self.hidden.shape[2], dtype=torch.float32)
+        for chunk in rows.split(CHUNK_ITEMS):
+            width = int(lengths[chunk].max())
+            mask = self.mask[chunk, :width]
+            x = self.hidden[chunk, :width].float()
+            additive = (~mask)[:, None, None, :].float() * torch.finfo(torch.float32).min
+            # The layers run in bf16 where the hardware computes it natively (the catalogue pass dominates a step).
+            with inference_autocast("auto", "cuda" if x.is_cuda else "cpu"):
+                for layer in self.layers:
+                    x = layer(x, additive)
+                    x = x[0] if isinstance(x, tuple) else x
+            if self.pooling == "cls":
+                pooled = x[:, 0]
+            else:
+                weights = mask.unsqueeze(-1).to(x.dtype)
+                pooled = (x * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+            out = out.index_copy(0, chunk, pooled.float())
+        if not self.training and not torch.is_grad_enabled():
+            self._cache = out
+        return out
+
+
 class ItemRepresentation(nn.Module):
     """The item table ``[n_items + 1, H]`` from ID embeddings and/or adapted frozen text embeddings."""
 
@@ -78,7 +172,10 @@ class ItemRepresentation(nn.Module):
         n_experts: int = 8,
         dropout: float = 0.2,
         item_counts: torch.Tensor | None = None,
+        tuned_text: TunedText | None = None,
     ) -> None:
+        """``tuned_text``: the encoder's top layers trained with the model (their pooled output replaces
+        ``text_features``, which then only give the standardisation statistics)."""
         super().__init__()
         if fusion not in FUSIONS:
             raise RecsysError(f"unknown model.fusion '{fusion}'; use one of: {', '.join(FUSIONS)}.")
@@ -97,6 +194,7 @@ class ItemRepresentation(nn.Module):
             self.register_buffer("text_mean", mean)
             self.register_buffer("text_scale", scale.reshape(()).clamp(min=1e-6))
             self.adaptor = TextAdaptor(features.shape[1], hidden_size, adaptor, n_experts, dropout)
+        self.tuned_text = tuned_text if fusion != "id" else None
         if fusion == "concat":
             self.mix = nn.Linear(2 * hidden_size, hidden_size)
         elif fusion == "gate":
@@ -112,7 +210,8 @@ class ItemRepresentation(nn.Module):
     def text_table(self) -> torch.Tensor:
         """The adapted text embedding of every item ``[n_items + 1, H]``."""
         assert self.adaptor is not None
-        return self.adaptor((self.text_features - self.text_mean) / self.text_scale)
+        features = self.text_features if self.tuned_text is None else self.tuned_text()
+        return self.adaptor((features - self.text_mean) / self.text_scale)
 
     def forward(self) -> torch.Tensor:
         if self.fusion == "id":
@@ -130,3 +229,55 @@ class ItemRepresentation(nn.Module):
                 gate = torch.sigmoid(self.mix(torch.cat([ids, text], dim=-1)))
                 table = gate * ids + (1 - gate) * text
         return table * self.padding_mask
+
+
+def item_text_arguments(data: Any, settings: dict[str, Any], fusion_default: str = "add") -> dict[str, Any]:
+    """The data arguments of a model that owns an :class:`ItemRepresentation` with these ``settings``: the
+    items' training counts and frozen text embeddings (unless ``fusion=id``) and, when the encoder's top layers
+    are tuned, the hidden states entering them (and, when training starts, their weights and the encoder's
+    config and pooling)."""
+    from recsys_cli.data.content import item_text_features, item_text_layers
+
+    if settings.get("fusion", fusion_default) == "id":
+        return {}
+    encoder = settings.get("text_encoder", "minilm-packaged")
+    sizes = {"max_length": settings.get("text_max_length", 64), "batch_size": settings.get("text_batch_size", 128)}
+    arguments: dict[str, Any] = {
+        "item_counts": data.item_counts,
+        "item_text": item_text_features(data, encoder, **sizes),
+    }
+    if settings.get("text_tuning", "frozen") != "frozen":
+        inputs = item_text_layers(data, encoder, int(settings.get("tuned_layers", 1)), **sizes)
+        arguments["item_text_layers"] = inputs
+        if inputs["config"] is not None:
+            arguments.update(text_encoder_config=inputs["config"], text_pooling=inputs["pooling"])
+    return arguments
+
+
+def tuned_text(
+    item_text_layers: dict[str, Any] | None,
+    text_tuning: str,
+    tuned_layers: int,
+    text_encoder_config: dict[str, Any] | None,
+    text_pooling: str,
+    lora_r: int,
+    lora_alpha: int,
+) -> TunedText | None:
+    """The :class:`TunedText` of a model's settings, or None when the text encoder stays frozen."""
+    if text_tuning not in TUNINGS:
+        raise RecsysError(f"unknown model.text_tuning '{text_tuning}'; use one of: {', '.join(TUNINGS)}.")
+    if text_tuning == "frozen" or item_text_layers is None:
+        return None
+    if text_encoder_config is None:
+        raise RecsysError("the checkpoint holds no text encoder config for its tuned layers; retrain it.")
+    return TunedText(
+        text_encoder_config,
+        tuned_layers,
+        item_text_layers["hidden"],
+        item_text_layers["mask"],
+        item_text_layers.get("layers"),
+        tuning=text_tuning,
+        pooling=text_pooling,
+        lora_r=lora_r,
+        lora_alpha=lora_alpha,
+    )
