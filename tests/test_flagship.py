@@ -161,3 +161,14 @@ def test_tuned_text_starts_where_the_frozen_encoder_ends(tiny_encoder):
     frozen = torch.from_numpy(embedder.embed(texts))
     assert pooled[0].abs().sum() == 0
     torch.testing.assert_close(pooled, frozen, atol=0.05, rtol=0.05)  # the cache is bf16
+
+
+@pytest.mark.parametrize("name", ["gru4rec", "hstu"])
+def test_gru4rec_and_hstu_read_item_text_by_config(workdir, tiny_encoder, name, tmp_path):
+    overrides = [*workdir, *TINY_DATA, f"model={name}", "trainer=debug", "logger=none", f"run.name={name}_text"]
+    overrides += ["model.fusion=add", f"model.text_encoder={tiny_encoder}"]
+    result = train.run(compose_config(overrides), overrides=overrides)
+    model = build_module(load_checkpoint(result.best_checkpoint, kind="recommender"))
+    assert model.items is not None and model.items.fusion == "add"
+    evaluated = evaluate.run(result.best_checkpoint, output=tmp_path / "eval.json")
+    assert evaluated.metrics["test"] == pytest.approx(result.metrics["test"], rel=1e-5, abs=1e-6)

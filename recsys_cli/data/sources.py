@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from recsys_cli.data.base import ITEM, RATING, TEXT, TIME, TITLE, USER, SourceData
+from recsys_cli.data.queries import QUERY, REVIEW
 from recsys_cli.errors import RecsysError
 
 TABLE_FORMATS = {
@@ -73,6 +74,23 @@ def _check_columns(frame: pd.DataFrame, wanted: dict[str, str | None], where: st
                 f"column '{column}' ({role}) not found in {where}; available: {available}; "
                 f"set {config_key}.{role}=<column>."
             )
+
+
+def joined_text(frame: pd.DataFrame, columns: str | list[str], role: str, where: str, config_key: str) -> pd.Series:
+    """One text per row from one column or several (joined with ". "); list cells (Amazon metadata's
+    ``category``, ``description``, ``feature``) are joined with spaces, missing values are empty."""
+    columns = [columns] if isinstance(columns, str) else list(columns)
+    text: pd.Series | None = None
+    for column in columns:
+        _check_columns(frame, {role: column}, where, config_key)
+        values = frame[column]
+        if values.map(lambda cell: isinstance(cell, (list, tuple, np.ndarray))).any():
+            values = values.map(
+                lambda cell: " ".join(map(str, cell)) if isinstance(cell, (list, tuple, np.ndarray)) else cell
+            )
+        part = values.fillna("").astype(str).str.strip()
+        text = part if text is None else text + np.where((text != "") & (part != ""), ". ", "") + part
+    return text if text is not None else pd.Series([""] * len(frame), index=frame.index)
 
 
 class SyntheticSource(Source):
@@ -371,6 +389,13 @@ class TableSource(Source):
         keep = list(rename)
         item_text = self.columns.get("item_text")
         interactions = raw[keep].rename(columns=rename)
+        # What users say: the query an event answers, or the review the user wrote of the event's item
+        # (recsys_cli.data.queries); one column, or several joined with ". " (summary and review text).
+        for role in (QUERY, REVIEW):
+            columns = self.columns.get(role)
+            if not columns:
+                continue
+            interactions[role] = joined_text(raw, columns, role, str(self.path), "data.source.columns").to_numpy()
         items = None
         if item_text:
             _check_columns(raw, {"item_text": item_text}, str(self.path), "data.source.columns")
@@ -384,16 +409,14 @@ class TableSource(Source):
     def _read_items(self) -> pd.DataFrame:
         path = _require_path(self.items_path, "the item table")
         raw = read_table(path, "auto")
-        cols = {
-            "item": self.item_columns.get("item", self.columns.get("item")),
-            "title": self.item_columns.get("title"),
-            "text": self.item_columns.get("text"),
-        }
-        _check_columns(raw, cols, str(path), "data.source.item_columns")
-        items = pd.DataFrame({ITEM: raw[cols["item"]]})
+        item = self.item_columns.get("item", self.columns.get("item"))
+        _check_columns(raw, {"item": item}, str(path), "data.source.item_columns")
+        title, text = self.item_columns.get("title"), self.item_columns.get("text")
+        where, key = str(path), "data.source.item_columns"
+        items = pd.DataFrame({ITEM: raw[item]})
         # A table with only one text column shows it as the title too (predictions list titles).
-        items[TITLE] = raw[cols["title"] or cols["text"]] if cols["title"] or cols["text"] else ""
-        items[TEXT] = raw[cols["text"]] if cols["text"] else items[TITLE]
+        items[TITLE] = joined_text(raw, title or text, "title", where, key) if title or text else ""
+        items[TEXT] = joined_text(raw, text, "text", where, key) if text else items[TITLE]
         return items
 
     def fingerprint(self) -> str:

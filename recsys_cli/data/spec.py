@@ -57,6 +57,8 @@ class DataSpec:
     event_queries: Any = field(default=None, repr=False, compare=False, metadata={"stored": False})
     event_groups: dict[str, Any] | None = field(default=None, repr=False, compare=False, metadata={"stored": False})
     query_features: torch.Tensor | None = field(default=None, repr=False, compare=False, metadata={"stored": False})
+    # Reviews as queries: per user, the query index of their next event (their latest review).
+    next_queries: Any = field(default=None, repr=False, compare=False, metadata={"stored": False})
     task: str | None = None
     label_names: list[str] | None = None
     oos_label: int | None = None

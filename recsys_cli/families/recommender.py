@@ -75,7 +75,7 @@ def data_spec(processed: Processed, max_len: int) -> DataSpec:
     """Sizes, history length, training counts and the item table (item text features derive from it on demand)."""
     import torch
 
-    from recsys_cli.data.queries import event_queries, session_starts
+    from recsys_cli.data.queries import event_queries, next_queries, session_starts
 
     queries = event_queries(processed.interactions, processed.extra)
     starts = session_starts(processed.interactions)
@@ -88,6 +88,7 @@ def data_spec(processed: Processed, max_len: int) -> DataSpec:
         item_counts=torch.from_numpy(train_item_counts(processed).astype(np.int64)),
         query_texts=None if queries is None else queries[0],
         event_queries=None if queries is None else queries[1],
+        next_queries=None if queries is None else next_queries(processed.interactions, processed.n_users),
         event_groups=None if starts is None else {"new_session": starts, "same_session": ~starts},
     )
 
@@ -312,6 +313,12 @@ class RecommenderFamily(ModelFamily):
                 if datamodule.query_table is not None
                 else {}
             ),
+            # Reviews as queries: the words that go with each user's next event (their latest review).
+            **(
+                {"next_queries": torch.from_numpy(data.spec.next_queries.astype(np.int32))}
+                if datamodule.query_table is not None and data.spec.next_queries is not None
+                else {}
+            ),
         }
 
     def reports(
@@ -533,6 +540,8 @@ def recommend(checkpoint: dict[str, Any], request: PredictRequest) -> PredictRes
         width = model.query_size
         stored = data.get("query_features")
         query_table = stored.float() if stored is not None else torch.zeros(1, width)
+        next_queries = data.get("next_queries")
+        next_queries = next_queries.long() if next_queries is not None and stored is not None else None
 
     def rank(rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         starts, ends = indptr[rows], indptr[rows + 1]
@@ -547,8 +556,11 @@ def recommend(checkpoint: dict[str, Any], request: PredictRequest) -> PredictRes
         if reads_queries:  # the stored queries of the history's events, then the row's own (the last column)
             history_queries = torch.from_numpy(last_window(histories["queries"], starts, ends, model.max_len))
             features = torch.cat([query_table[history_queries], query_table.new_zeros(len(rows), 1, width)], dim=1)
+            if next_queries is not None:  # a known user's latest review goes with their next event
+                features[:, -1] = query_table[next_queries[torch.from_numpy(histories["users"][rows])]]
             if queries:
-                features[:, -1] = torch.from_numpy(queries["features"][rows])
+                own = torch.from_numpy(queries["features"][rows])
+                features[:, -1] = torch.where(torch.from_numpy(has_query[rows]).unsqueeze(1), own, features[:, -1])
             batch[keys.QUERIES] = features
         scores = mask_scores(model.score_all(batch).float(), batch, mask_history=request.exclude_seen)
         scores[torch.from_numpy((ends == starts) & ~has_query[rows])] = popularity  # nothing to go by

@@ -8,6 +8,9 @@ is full-softmax cross-entropy over every item, the variant of Hidasi & Karatzogl
 Histories arrive left-padded; a GRU that ran over the padding first would start from a state the
 padding moved. They are right-aligned instead (real items first, padding after), so the recurrent
 state at each real item is exactly that of the unpadded sequence and padding never reaches it.
+
+Items may be read through their text as well (``model.fusion``, :class:`~recsys_cli.models.item_repr.TextItems`):
+the same item table feeds the GRU and scores the next item.
 """
 
 from __future__ import annotations
@@ -15,11 +18,13 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from recsys_cli.data import batch as keys
 from recsys_cli.models.base import DotProductRecommender
 from recsys_cli.models.components import full_softmax_loss, init_weights, trim_padding
+from recsys_cli.models.item_repr import TEXT_DATA, TextItems
 
 
 def right_align(history: torch.Tensor, *aligned: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -34,7 +39,7 @@ def right_align(history: torch.Tensor, *aligned: torch.Tensor) -> tuple[torch.Te
     return tuple(t.gather(1, columns) for t in (history, *aligned))
 
 
-class GRU4Rec(DotProductRecommender):
+class GRU4Rec(TextItems, DotProductRecommender):
     def __init__(
         self,
         n_items: int,
@@ -43,12 +48,14 @@ class GRU4Rec(DotProductRecommender):
         hidden_size: int = 128,
         num_layers: int = 1,
         dropout: float = 0.2,
-        **training: Any,
+        **options: Any,
     ) -> None:
-        """``training``: the optimiser settings every model shares (:class:`Recommender`: lr, weight_decay, ...)."""
+        """``options``: the optimiser settings every model shares (:class:`Recommender`: lr, weight_decay, ...)
+        and the item representation's (:class:`~recsys_cli.models.item_repr.TextItems`: fusion, text_encoder, ...)."""
+        text, training = self.split_text_settings(options)
         super().__init__(n_items=n_items, max_len=max_len, **training)
-        self.save_hyperparameters()
-        self.item_embedding = nn.Embedding(n_items + 1, embedding_size, padding_idx=0)
+        self.save_hyperparameters(ignore=list(TEXT_DATA))
+        self.build_items(n_items, embedding_size, text)
         self.dropout = nn.Dropout(dropout)
         self.gru = nn.GRU(
             embedding_size,
@@ -62,15 +69,18 @@ class GRU4Rec(DotProductRecommender):
         for name, weight in self.gru.named_parameters():  # GRU weights: RecBole's xavier init
             (nn.init.xavier_uniform_ if "weight" in name else nn.init.zeros_)(weight)
 
-    def encode(self, history: torch.Tensor) -> torch.Tensor:
-        """Output ``[B, L, E]`` at every position of a right-aligned history (garbage after its end)."""
-        states, _ = self.gru(self.dropout(self.item_embedding(history)))
+    def encode(self, history: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
+        """Output ``[B, L, E]`` at every position of a right-aligned history (garbage after its end);
+        ``table``: the item table when the caller computed it already."""
+        table = self.item_table() if table is None else table
+        states, _ = self.gru(self.dropout(F.embedding(history, table, padding_idx=0)))
         return self.project(self.dropout(states))
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         history, next_items = right_align(*trim_padding(batch[keys.HISTORY], batch[keys.NEXT_ITEMS]))
         has_target = next_items > 0
-        return full_softmax_loss(self.encode(history)[has_target], next_items[has_target], self.item_embedding.weight)
+        table = self.item_table()  # once per step: with text it is computed, not looked up
+        return full_softmax_loss(self.encode(history, table)[has_target], next_items[has_target], table)
 
     def query_vectors(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """``[B, E]``: the output after each history's last item."""

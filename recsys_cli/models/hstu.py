@@ -35,6 +35,7 @@ from recsys_cli.models.components import (
     init_weights,
     trim_padding,
 )
+from recsys_cli.models.item_repr import TEXT_DATA, TextItems
 
 LOSSES = ("ce", "sampled")
 
@@ -85,7 +86,7 @@ class HSTULayer(nn.Module):
         return x + self.out(self.dropout(self.attention_norm(attended) * u))
 
 
-class HSTU(DotProductRecommender):
+class HSTU(TextItems, DotProductRecommender):
     def __init__(
         self,
         n_items: int,
@@ -98,14 +99,16 @@ class HSTU(DotProductRecommender):
         loss: str = "ce",
         num_negatives: int = 256,
         sampling: str = "uniform",
-        **training: Any,
+        **options: Any,
     ) -> None:
-        """``training``: the optimiser settings every model shares (:class:`Recommender`: lr, weight_decay, ...)."""
+        """``options``: the optimiser settings every model shares (:class:`Recommender`: lr, weight_decay, ...)
+        and the item representation's (:class:`~recsys_cli.models.item_repr.TextItems`: fusion, text_encoder, ...)."""
+        text, training = self.split_text_settings(options)
         super().__init__(n_items=n_items, max_len=max_len, **training)
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=list(TEXT_DATA))
         self.num_time_buckets = num_time_buckets
         self.next_item_loss = NextItemLoss(loss, n_items, num_negatives, sampling, model="HSTU", allowed=LOSSES)
-        self.item_embedding = nn.Embedding(n_items + 1, hidden_size, padding_idx=0)
+        self.build_items(n_items, hidden_size, text)
         self.position_embedding = nn.Embedding(max_len, hidden_size)
         self.embedding_scale = math.sqrt(hidden_size)  # the authors' input scaling
         self.dropout = nn.Dropout(dropout)
@@ -115,7 +118,13 @@ class HSTU(DotProductRecommender):
         self.final_norm = nn.LayerNorm(hidden_size)
         self.apply(init_weights)
 
-    def encode(self, history: torch.Tensor, times: torch.Tensor | None, last_only: bool = False) -> torch.Tensor:
+    def encode(
+        self,
+        history: torch.Tensor,
+        times: torch.Tensor | None,
+        last_only: bool = False,
+        table: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Hidden state at every position ``[B, L, H]`` (``[B, 1, H]``: the last one, with ``last_only``).
 
         ``times [B, L]`` are the event times aligned with ``history``; without them, positions stand in.
@@ -124,7 +133,8 @@ class HSTU(DotProductRecommender):
         positions = (real.cumsum(1) - 1).clamp(min=0)
         if times is None:
             times = positions + 1
-        x = self.dropout(self.item_embedding(history) * self.embedding_scale + self.position_embedding(positions))
+        items = F.embedding(history, self.item_table() if table is None else table, padding_idx=0)
+        x = self.dropout(items * self.embedding_scale + self.position_embedding(positions))
         mask = attention_mask(history, causal=True)
         index = torch.arange(history.shape[1], device=history.device)
         distance = index.unsqueeze(1) - index.unsqueeze(0)
@@ -144,9 +154,10 @@ class HSTU(DotProductRecommender):
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         history, times, next_items = self._inputs(batch, batch[keys.NEXT_ITEMS])
         has_target = next_items > 0
-        hidden = self.encode(history, times)[has_target]
+        table = self.item_table()  # once per step: with text it is computed, not looked up
+        hidden = self.encode(history, times, table=table)[has_target]
         targets = next_items[has_target]
-        return self.next_item_loss(hidden, targets, self.item_embedding.weight)
+        return self.next_item_loss(hidden, targets, table)
 
     def query_vectors(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         history, times = self._inputs(batch)

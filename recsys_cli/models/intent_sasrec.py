@@ -32,9 +32,8 @@ from torch import nn
 from recsys_cli.data import batch as keys
 from recsys_cli.data.spec import DataSpec
 from recsys_cli.errors import RecsysError
-from recsys_cli.models.base import decay_groups
 from recsys_cli.models.components import init_weights, trim_padding
-from recsys_cli.models.item_repr import ItemRepresentation, item_text_arguments, standardisation, tuned_text
+from recsys_cli.models.item_repr import TextItems, standardisation
 from recsys_cli.models.sasrec import SASRec
 
 CONDITIONING = ("none", "input", "output", "both")
@@ -60,13 +59,15 @@ def read_queries(data: DataSpec, settings: dict[str, Any]) -> torch.Tensor | Non
     )
 
 
-class IntentSASRec(SASRec):
+class IntentSASRec(TextItems, SASRec):
+    default_fusion = "add"
+
     @classmethod
     def data_arguments(cls, data: DataSpec, settings: dict[str, Any] | None = None) -> dict[str, Any]:
         """SASRec's, plus the frozen text embedding of every item (unless ``fusion=id``) and, when the data
         has queries and the model reads them, the size and statistics of their features."""
         settings = dict(settings or {})
-        arguments = {**super().data_arguments(data, settings), **item_text_arguments(data, settings)}
+        arguments = super().data_arguments(data, settings)
         features = read_queries(data, settings)
         if features is not None:
             mean, scale = standardisation(features)
@@ -113,20 +114,8 @@ class IntentSASRec(SASRec):
         super().__init__(n_items=n_items, max_len=max_len, hidden_size=hidden_size, **sasrec)
         self.save_hyperparameters(ignore=["item_text", "item_counts", "query_stats", "item_text_layers"])
         del self.item_embedding  # the item representation owns the ID embedding (when it has one)
-        self.items = ItemRepresentation(
-            n_items,
-            hidden_size,
-            fusion=fusion,
-            text_features=item_text,
-            adaptor=adaptor,
-            n_experts=n_experts,
-            dropout=text_dropout,
-            item_counts=item_counts,
-            tuned_text=tuned_text(
-                item_text_layers, text_tuning, tuned_layers, text_encoder_config, text_pooling, lora_r, lora_alpha
-            ),
-        )
-        self.text_lr = text_lr
+        arguments = dict(locals())
+        self.build_items(n_items, hidden_size, self.split_text_settings(arguments)[0], always=True)
         self.conditioning = query_conditioning if query_size else "none"
         self.query_size = query_size
         if self.conditioning != "none":
@@ -152,20 +141,6 @@ class IntentSASRec(SASRec):
     def query_features(self, data: DataSpec) -> torch.Tensor | None:
         """The features of ``data``'s queries this model reads (the datamodule carries them in batches)."""
         return read_queries(data, dict(self.hparams)) if self.conditioning != "none" else None
-
-    def item_table(self) -> torch.Tensor:
-        return self.items()
-
-    def optimizer_groups(self) -> list[dict[str, Any]]:
-        """The tuned text encoder layers learn at ``text_lr`` (pretrained weights: a smaller step)."""
-        tuned = self.items.tuned_text
-        if tuned is None:
-            return super().optimizer_groups()
-        own = {id(p) for p in tuned.parameters()}
-        rest = [p for p in self.parameters() if id(p) not in own]
-        return decay_groups(rest, self.weight_decay) + decay_groups(
-            tuned.parameters(), self.weight_decay, lr=self.text_lr
-        )
 
     # --- the start token and the queries ----------------------------------------------------------
     def _with_start(

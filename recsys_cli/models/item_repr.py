@@ -281,3 +281,93 @@ def tuned_text(
         lora_r=lora_r,
         lora_alpha=lora_alpha,
     )
+
+
+# The settings of a model's item representation, with their defaults (conf/model/base/item_text.yaml), and
+# the arguments that come from the data.
+TEXT_SETTINGS: dict[str, Any] = {
+    "fusion": "id",
+    "text_encoder": "minilm-packaged",
+    "text_max_length": 64,
+    "text_batch_size": 128,
+    "adaptor": "linear",
+    "n_experts": 8,
+    "text_dropout": 0.2,
+    "text_tuning": "frozen",
+    "tuned_layers": 1,
+    "text_lr": 1e-4,
+    "lora_r": 8,
+    "lora_alpha": 16,
+    "text_encoder_config": None,
+    "text_pooling": "mean",
+}
+TEXT_DATA = ("item_text", "item_counts", "item_text_layers")
+
+
+class TextItems:
+    """Mixin for a :class:`~recsys_cli.models.base.DotProductRecommender`: items represented by ID embeddings
+    or, with ``fusion`` other than ``id``, by an :class:`ItemRepresentation` that reads their text.
+
+    The model passes its extra keyword arguments through :meth:`split_text_settings`, builds its item table
+    with :meth:`build_items` and reads it through ``item_table()`` (inputs, loss and ranking alike). With
+    ``fusion=id`` the table is a plain ``item_embedding``, as before, so ID-only checkpoints keep their names.
+    """
+
+    default_fusion = "id"
+
+    @classmethod
+    def data_arguments(cls, data: Any, settings: dict[str, Any] | None = None) -> dict[str, Any]:
+        settings = dict(settings or {})
+        arguments = super().data_arguments(data, settings)  # type: ignore[misc]
+        return {**arguments, **item_text_arguments(data, settings, fusion_default=cls.default_fusion)}
+
+    @staticmethod
+    def split_text_settings(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``(item representation settings and data, the rest)`` of a model's keyword arguments."""
+        text = {key: value for key, value in kwargs.items() if key in TEXT_SETTINGS or key in TEXT_DATA}
+        return text, {key: value for key, value in kwargs.items() if key not in text}
+
+    def build_items(self, n_items: int, size: int, text: dict[str, Any], always: bool = False) -> None:
+        """``self.items`` (an :class:`ItemRepresentation`) or, for ``fusion=id`` unless ``always``,
+        ``self.item_embedding``; ``text``: the settings and data :meth:`split_text_settings` found."""
+        settings = {**TEXT_SETTINGS, "fusion": self.default_fusion}
+        settings.update({key: value for key, value in text.items() if key in TEXT_SETTINGS})
+        self.text_lr = settings["text_lr"]
+        if settings["fusion"] == "id" and not always:
+            self.items = None
+            self.item_embedding = nn.Embedding(n_items + 1, size, padding_idx=0)
+            return
+        self.items = ItemRepresentation(
+            n_items,
+            size,
+            fusion=settings["fusion"],
+            text_features=text.get("item_text"),
+            adaptor=settings["adaptor"],
+            n_experts=settings["n_experts"],
+            dropout=settings["text_dropout"],
+            item_counts=text.get("item_counts"),
+            tuned_text=tuned_text(
+                text.get("item_text_layers"),
+                settings["text_tuning"],
+                settings["tuned_layers"],
+                settings["text_encoder_config"],
+                settings["text_pooling"],
+                settings["lora_r"],
+                settings["lora_alpha"],
+            ),
+        )
+
+    def item_table(self) -> torch.Tensor:
+        return self.items() if self.items is not None else self.item_embedding.weight
+
+    def optimizer_groups(self) -> list[dict[str, Any]]:
+        """The tuned text encoder layers learn at ``text_lr`` (pretrained weights: a smaller step)."""
+        from recsys_cli.models.base import decay_groups
+
+        tuned = self.items.tuned_text if self.items is not None else None
+        if tuned is None:
+            return super().optimizer_groups()  # type: ignore[misc]
+        own = {id(p) for p in tuned.parameters()}
+        rest = [p for p in self.parameters() if id(p) not in own]  # type: ignore[attr-defined]
+        slow = decay_groups(tuned.parameters(), self.weight_decay, lr=self.text_lr)  # type: ignore[attr-defined]
+        return decay_groups(rest, self.weight_decay) + slow  # type: ignore[attr-defined]

@@ -81,3 +81,13 @@ def test_history_free_evaluation_keeps_only_the_target_and_its_query():
     test = datamodule._eval[2].__getitems__([0, 1])
     assert np.all(test[keys.HISTORY].numpy() == 0) and len(test[keys.SEEN_ITEMS]) == 0
     assert test[keys.QUERIES][0, -1, 0] == texts.index("a stapler")
+
+
+def test_reviews_give_each_event_the_users_latest_earlier_review_never_its_own():
+    from recsys_cli.data.queries import next_queries
+
+    frame = pd.DataFrame({"user_idx": [1, 1, 1, 2, 2, 3], "review": ["great pen", "", "ink ran out", "ok", "meh", ""]})
+    texts, index = event_queries(frame, {})
+    assert [texts[i] for i in index] == ["", "great pen", "great pen", "", "ok", ""]
+    assert [texts[i] for i in next_queries(frame, 3)] == ["", "ink ran out", "meh", ""]
+    assert next_queries(frame.assign(query="x"), 3) is None  # a query column is what users say then

@@ -210,3 +210,37 @@ def test_the_unisrec_layout_gives_back_every_sequence_and_the_published_split(tm
     inter = processed.interactions.merge(processed.users, on="user_idx").merge(processed.items, on="item_idx")
     test = inter[inter["split"] == 2].set_index("user_id")["item_id"].to_dict()
     assert test == {user: raw[items[-1]] for user, items in sequences.items()}
+
+
+def test_table_source_joins_text_columns_and_reads_amazon_style_metadata(tmp_path):
+    from recsys_cli.data.sources import TableSource
+
+    reviews = tmp_path / "reviews.jsonl"
+    pd.DataFrame(
+        {
+            "reviewerID": ["u1", "u1", "u2"],
+            "asin": ["a", "b", "a"],
+            "unixReviewTime": [1, 2, 3],
+            "summary": ["Five Stars", None, "Meh"],
+            "reviewText": ["Love it", "Broke in a week", None],
+        }
+    ).to_json(reviews, orient="records", lines=True)
+    meta = tmp_path / "meta.jsonl"
+    pd.DataFrame(
+        {
+            "asin": ["a", "b"],
+            "title": ["Gel pen", "Stapler"],
+            "category": [["Office", "Pens"], []],
+            "brand": ["Pilot", None],
+        }
+    ).to_json(meta, orient="records", lines=True)
+    source = TableSource(
+        str(reviews),
+        columns={"user": "reviewerID", "item": "asin", "time": "unixReviewTime", "review": ["summary", "reviewText"]},
+        items_path=str(meta),
+        item_columns={"item": "asin", "title": "title", "text": ["title", "category", "brand"]},
+    )
+    data = source.load()
+    assert data.interactions["review"].tolist() == ["Five Stars. Love it", "Broke in a week", "Meh"]
+    assert data.items["text"].tolist() == ["Gel pen. Office Pens. Pilot", "Stapler"]
+    assert data.items["title"].tolist() == ["Gel pen", "Stapler"]

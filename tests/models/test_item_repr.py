@@ -187,3 +187,32 @@ def test_query_dropout_hides_queries_in_training_only():
     model.eval()
     scored = {"history": batch["history"], "queries": torch.ones(1, 5, 4)}
     assert not torch.allclose(model.score_all(scored), model.score_all({"history": batch["history"]}))
+
+
+@pytest.mark.parametrize("name", ["gru4rec", "hstu"])
+def test_other_sequence_models_read_item_text_through_the_same_representation(name):
+    # The text-sharing task of test_text_aware_sasrec_learns_to_rank_an_item_by_its_text, for GRU4Rec and HSTU:
+    # trained on "after 1 comes 2", the text-only model ranks item 7 (text of 2) with it; fusion=id keeps the
+    # plain ID embedding (checkpoints of ID-only models keep their names).
+    from recsys_cli.models.gru4rec import GRU4Rec
+    from recsys_cli.models.hstu import HSTU
+
+    features = text_features(10, 16)
+    features[6:11] = features[1:6]
+    cls, sizes = (
+        (GRU4Rec, {"embedding_size": 16, "hidden_size": 16}) if name == "gru4rec" else (HSTU, {"hidden_size": 16})
+    )
+    plain = cls(n_items=10, max_len=4, **sizes)
+    assert "item_embedding.weight" in plain.state_dict() and plain.items is None
+    torch.manual_seed(0)
+    model = cls(n_items=10, max_len=4, item_text=features, fusion="text", dropout=0.0, text_dropout=0.0, **sizes)
+    assert "item_text" not in model.hparams and model.hparams["fusion"] == "text"  # tensors stay out of hparams
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    batch = {"history": torch.tensor([[0, 0, 3, 1]] * 8), "next_items": torch.tensor([[0, 0, 1, 2]] * 8)}
+    for _ in range(100):
+        optimizer.zero_grad()
+        model.loss(batch).backward()
+        optimizer.step()
+    scores = model.eval().score_all({"history": torch.tensor([[0, 0, 3, 1]])})[0]
+    ranks = scores[1:].argsort(descending=True) + 1
+    assert set(ranks[:2].tolist()) == {2, 7}
