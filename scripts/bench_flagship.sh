@@ -7,6 +7,8 @@
 #               targets that open a session and targets that continue one are reported apart; then the
 #               query-reading models' checkpoints evaluated with no history at all (eval.query_only=true)
 #   ml100k      MovieLens-100K: SASRec vs text-aware SASRec (titles, year and genres)
+#   reviews     Amazon All Beauty 2018 (no item text): SASRec vs the same model conditioned on each user's latest
+#               earlier review (model.fusion=id: the words are the users' only text here), and Pop
 #   tuning      Office, frozen vs tuned text encoder: each seed's frozen text+ID model, then continued for
 #               TUNE_EPOCHS epochs from its best weights (model.init_from) with the encoder frozen (the
 #               control: more epochs alone), its top layer tuned (text_tuning=top) or LoRA on it (text_tuning=lora)
@@ -38,11 +40,14 @@ configurations() {
       "text_query model=intent_sasrec" \
       "pop model=pop" ;;
     ml100k) printf '%s\n' "sasrec model=sasrec data=ml100k" "text_id model=intent_sasrec data=ml100k" ;;
+    reviews) local beauty="data=amazon_reviews data.path=../shared/data/amazon-reviews-2018/All_Beauty_5.json"
+      printf '%s\n' "sasrec model=sasrec $beauty" "reviews model=intent_sasrec model.fusion=id $beauty" \
+        "pop model=pop $beauty" ;;
     tuning) local more="model=intent_sasrec data=office model.init_from={folder}/frozen_s{seed} data.batch_size=256"
       more+=" trainer.max_epochs=${TUNE_EPOCHS:-5}"
       printf '%s\n' "frozen model=intent_sasrec data=office" "frozen_more $more" \
         "top $more model.text_tuning=top" "lora $more model.text_tuning=lora" ;;
-    *) echo "unknown experiment $1 (office, cold, synthetic, ml100k, tuning)" >&2; exit 2 ;;
+    *) echo "unknown experiment $1 (office, cold, synthetic, ml100k, reviews, tuning)" >&2; exit 2 ;;
   esac
 }
 
@@ -71,7 +76,7 @@ for experiment in $EXPERIMENTS; do
     cold) baseline=$folder/text_s${SEEDS%% *}
       metrics=test/cold/hr@10,test/cold/ndcg@10,test/cold_within/hr@10,test/cold_pop/hr@10,test/cold_random/hr@10,test/ndcg@10 ;;
     synthetic) metrics=test/ndcg@10,test/new_session/ndcg@10,test/same_session/ndcg@10,test/hr@10,val/ndcg@10 ;;
-    tuning) baseline=frozen_more ;;
+    tuning) baseline=$folder/frozen_more_s${SEEDS%% *} ;;
   esac
   COLUMNS=200 "$RECSYS" compare "$folder" --baseline "$baseline" --metrics "$metrics" \
     --plot "$folder/compare.png" --output "$folder/compare.json" > "$folder/compare.md" 2>&1 || true
