@@ -6,14 +6,30 @@ The CLI parses and calls a task; this module shows what the task returned. Nothi
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-console = Console()
-err_console = Console(stderr=True)
+# Output that goes to a file or a pipe (CI logs, nohup, tee) is not cut at rich's 80-column default: wide
+# tables (sweeps, studies, comparisons) keep their numbers. A terminal, or COLUMNS, sets the width as usual.
+FILE_WIDTH = 200
+
+
+def _width(stream: Any) -> int | None:
+    if os.environ.get("COLUMNS"):
+        return None  # rich reads it
+    try:
+        return None if stream.isatty() else FILE_WIDTH
+    except (AttributeError, ValueError):
+        return FILE_WIDTH
+
+
+console = Console(width=_width(sys.stdout))
+err_console = Console(stderr=True, width=_width(sys.stderr))
 
 
 def render_preprocess(result: Any) -> None:

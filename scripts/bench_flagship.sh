@@ -7,6 +7,9 @@
 #               targets that open a session and targets that continue one are reported apart; then the
 #               query-reading models' checkpoints evaluated with no history at all (eval.query_only=true)
 #   ml100k      MovieLens-100K: SASRec vs text-aware SASRec (titles, year and genres)
+#   intent      the synthetic shop's queries read by a fine-tuned intent encoder: bert_intent (MiniLM) trained
+#               on the shop's session queries, then intent_sasrec reading them through it (model.intent_checkpoint);
+#               compare with the synthetic experiment's text_query (queries read by the frozen MiniLM)
 #   reviews     Amazon All Beauty 2018 (no item text): SASRec vs the same model conditioned on each user's latest
 #               earlier review (model.fusion=id: the words are the users' only text here), and Pop
 #   tuning      Office, frozen vs tuned text encoder: each seed's frozen text+ID model, then continued for
@@ -40,6 +43,8 @@ configurations() {
       "text_query model=intent_sasrec" \
       "pop model=pop" ;;
     ml100k) printf '%s\n' "sasrec model=sasrec data=ml100k" "text_id model=intent_sasrec data=ml100k" ;;
+    intent) printf '%s\n' "bert_intent model=bert_intent" \
+      "text_query model=intent_sasrec model.intent_checkpoint={folder}/bert_intent_s{seed}" ;;
     reviews) local beauty="data=amazon_reviews data.path=../shared/data/amazon-reviews-2018/All_Beauty_5.json"
       printf '%s\n' "sasrec model=sasrec $beauty" "reviews model=intent_sasrec model.fusion=id $beauty" \
         "pop model=pop $beauty" ;;
@@ -47,7 +52,7 @@ configurations() {
       more+=" trainer.max_epochs=${TUNE_EPOCHS:-5}"
       printf '%s\n' "frozen model=intent_sasrec data=office" "frozen_more $more" \
         "top $more model.text_tuning=top" "lora $more model.text_tuning=lora" ;;
-    *) echo "unknown experiment $1 (office, cold, synthetic, ml100k, reviews, tuning)" >&2; exit 2 ;;
+    *) echo "unknown experiment $1 (office, cold, synthetic, ml100k, intent, reviews, tuning)" >&2; exit 2 ;;
   esac
 }
 
@@ -65,20 +70,23 @@ for experiment in $EXPERIMENTS; do
         paths.runs_dir="$folder" run.name="$name" "${EXTRA[@]}" > "$folder/$name.log" 2> "$folder/$name.time" \
         || { echo "FAILED $experiment/$name (see $folder/$name.log)"; continue; }
       echo "done $experiment/$name: $(grep -h 's/epoch' "$folder/$name.log")"
-      if [ "$experiment" = synthetic ] && [[ $overrides == *intent_sasrec* ]]; then
+      if [[ $experiment == synthetic || $experiment == intent ]] && [[ $overrides == *intent_sasrec* ]]; then
         "$RECSYS" eval --checkpoint "$folder/$name/checkpoints/best.ckpt" eval.query_only=true \
           --output "$folder/$name/eval/query_only.json" >> "$folder/$name.log" 2>&1
       fi
     done
   done < <(configurations "$experiment")
-  baseline=sasrec metrics=test/ndcg@10,test/hr@10,val/ndcg@10
+  baseline=sasrec metrics=test/ndcg@10,test/hr@10,val/ndcg@10 runs=("$folder")
   case $experiment in
     cold) baseline=$folder/text_s${SEEDS%% *}
       metrics=test/cold/hr@10,test/cold/ndcg@10,test/cold_within/hr@10,test/cold_pop/hr@10,test/cold_random/hr@10,test/ndcg@10 ;;
+    intent) baseline=sasrec  # the recommenders of this experiment beside the synthetic experiment's (run it first)
+      runs=("$folder/text_query_s*" "$OUT/synthetic/sasrec_s*" "$OUT/synthetic/text_query_s*")
+      metrics=test/ndcg@10,test/new_session/ndcg@10,test/same_session/ndcg@10,val/ndcg@10 ;;
     synthetic) metrics=test/ndcg@10,test/new_session/ndcg@10,test/same_session/ndcg@10,test/hr@10,val/ndcg@10 ;;
     tuning) baseline=$folder/frozen_more_s${SEEDS%% *} ;;
   esac
-  COLUMNS=200 "$RECSYS" compare "$folder" --baseline "$baseline" --metrics "$metrics" \
+  COLUMNS=200 "$RECSYS" compare "${runs[@]}" --baseline "$baseline" --metrics "$metrics" \
     --plot "$folder/compare.png" --output "$folder/compare.json" > "$folder/compare.md" 2>&1 || true
   cat "$folder/compare.md"
 done

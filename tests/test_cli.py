@@ -133,3 +133,14 @@ def test_help_and_argument_errors_do_not_import_torch():
 def test_version():
     result = invoke("--version")
     assert result.exit_code == 0 and result.output.startswith("recsys ")
+
+
+def test_tables_written_to_a_file_or_pipe_are_not_cut_at_80_columns(monkeypatch):
+    import io
+
+    from recsys_cli import render
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    assert render._width(io.StringIO()) == render.FILE_WIDTH
+    monkeypatch.setenv("COLUMNS", "120")
+    assert render._width(io.StringIO()) is None  # rich reads COLUMNS itself
