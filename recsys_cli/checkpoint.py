@@ -10,8 +10,6 @@ are stored, so the file loads with ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
-import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -62,12 +60,20 @@ class CheckpointMetadata(pl.Callback):
 
 def load_checkpoint(path: str | Path, kind: str | tuple[str, ...] | None = None) -> dict[str, Any]:
     """Read a recsys checkpoint (of the given kind(s), if any), or explain in one line what is wrong with it."""
-    path = Path(path)
+    path = Path(path).expanduser()
+    if path.is_dir():  # a run folder: its best checkpoint
+        best = path / "checkpoints" / "best.ckpt"
+        if not best.is_file():
+            raise RecsysError(
+                f"'{path}' is a folder without checkpoints/best.ckpt; pass a run folder of `recsys train` "
+                "or its checkpoints/best.ckpt."
+            )
+        path = best
     if not path.is_file():
         raise RecsysError(f"checkpoint '{path}' not found; pass --checkpoint runs/<run>/checkpoints/best.ckpt.")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError) as exc:
+    except Exception as exc:  # any file that is not a checkpoint (a CSV fails with IndexError inside torch)
         raise RecsysError(
             f"'{path}' is not a readable checkpoint ({str(exc).splitlines()[0][:120]}); "
             "it may be corrupt or truncated: use another .ckpt file."

@@ -100,6 +100,12 @@ def test_bad_checkpoints_and_arguments_exit_2(tmp_path, tiny):
     corrupt.write_bytes(b"not a checkpoint")
     result = invoke("eval", "--checkpoint", corrupt)
     assert result.exit_code == 2 and "not a readable checkpoint" in result.output
+    table = tmp_path / "events.csv"  # a CSV given as the checkpoint (torch raised IndexError on it)
+    table.write_text("user_id,item_id\nu1,i1\n")
+    result = invoke("eval", "--checkpoint", table)
+    assert result.exit_code == 2 and "not a readable checkpoint" in result.output and "Traceback" not in result.output
+    result = invoke("eval", "--checkpoint", tmp_path)  # a folder that is no run folder
+    assert result.exit_code == 2 and "without checkpoints/best.ckpt" in result.output
     import torch
 
     foreign = tmp_path / "foreign.ckpt"
@@ -144,3 +150,14 @@ def test_tables_written_to_a_file_or_pipe_are_not_cut_at_80_columns(monkeypatch)
     assert render._width(io.StringIO()) == render.FILE_WIDTH
     monkeypatch.setenv("COLUMNS", "120")
     assert render._width(io.StringIO()) is None  # rich reads COLUMNS itself
+
+
+def test_eval_takes_a_run_folder_for_its_best_checkpoint(tiny, tmp_path):
+    from recsys_cli.config import compose_config
+    from recsys_cli.tasks import train
+
+    result = train.run(compose_config([*tiny, "model=pop", "run.name=pop"]))
+    out = tmp_path / "eval.json"
+    done = invoke("eval", "--checkpoint", result.run_dir, "--output", out)
+    assert done.exit_code == 0, done.output
+    assert json.loads(out.read_text())["test"]["test/ndcg@10"] == pytest.approx(result.metrics["test"]["test/ndcg@10"])
