@@ -161,3 +161,19 @@ def test_eval_takes_a_run_folder_for_its_best_checkpoint(tiny, tmp_path):
     done = invoke("eval", "--checkpoint", result.run_dir, "--output", out)
     assert done.exit_code == 0, done.output
     assert json.loads(out.read_text())["test"]["test/ndcg@10"] == pytest.approx(result.metrics["test"]["test/ndcg@10"])
+
+
+def test_a_latin_1_csv_is_read_and_a_missing_gpu_is_one_line(workdir, tmp_path):
+    import torch
+
+    table = tmp_path / "latin.csv"
+    table.write_bytes(b"user_id,item_id,timestamp\nu1,caf\xe9,1\nu1,b,2\nu1,c,3\nu2,caf\xe9,1\nu2,b,2\nu2,c,4\n")
+    columns = ["data.source.columns.user=user_id", "data.source.columns.item=item_id"]
+    columns += ["data.source.columns.time=timestamp", "data.preprocess.min_user_interactions=0"]
+    columns += ["data.preprocess.min_item_interactions=0"]
+    result = invoke("preprocess", "data=csv", f"data.path={table}", *columns, *workdir)
+    assert result.exit_code == 0, result.output
+    if not torch.cuda.is_available():
+        result = invoke("train", "model=pop", "trainer=gpu", "data.source.n_users=50", *workdir)
+        assert result.exit_code == 2 and "no usable CUDA GPU" in result.output
+        assert "Traceback" not in result.output

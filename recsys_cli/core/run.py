@@ -89,6 +89,15 @@ def build_trainer(cfg: DictConfig, callbacks: list[Any], logger: Any, run_dir: P
     from recsys_cli.checkpoint import AtomicCheckpointIO
     from recsys_cli.runtime import resolve_precision
 
+    accelerator = str(cfg.trainer.get("accelerator", "cpu"))
+    if accelerator in ("gpu", "cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise RecsysError(
+                f"trainer.accelerator={accelerator} but this machine has no usable CUDA GPU; use trainer=cpu "
+                "(or trainer.accelerator=auto, which takes a GPU where there is one)."
+            )
     kwargs: dict[str, Any] = {"callbacks": callbacks, "logger": logger, "plugins": [AtomicCheckpointIO()], **overrides}
     if "precision" not in overrides:
         kwargs["precision"] = resolve_precision(cfg.trainer.get("precision", "32-true"), cfg.trainer.get("accelerator"))

@@ -300,7 +300,15 @@ def read_table(path: Path, fmt: str = "auto", sep: str | None = None) -> pd.Data
     try:
         if fmt in ("csv", "tsv"):
             delimiter = sep or ("\t" if fmt == "tsv" else ",")
-            return pd.read_csv(path, sep=delimiter, engine="pyarrow")
+            frame = pd.read_csv(path, sep=delimiter, engine="pyarrow")
+            if not _has_undecoded_text(frame):
+                return frame
+            # Not UTF-8 (pyarrow keeps such a column as bytes): Latin-1 decodes any byte, so ids stay distinct.
+            warnings.warn(
+                f"'{path}' is not UTF-8; it is read as Latin-1 (re-encode it to UTF-8 if its text looks wrong).",
+                stacklevel=2,
+            )
+            return pd.read_csv(path, sep=delimiter, encoding="latin-1")
         if fmt == "jsonl":
             return pd.read_json(path, lines=True, dtype=False)
         if fmt == "parquet":
@@ -318,6 +326,17 @@ def read_table(path: Path, fmt: str = "auto", sep: str | None = None) -> pd.Data
             f"cannot read '{path}' as {fmt}: {str(exc).splitlines()[0]}; check the file and format."
         ) from None
     raise RecsysError(f"unknown table format '{fmt}'; use csv, tsv, jsonl, parquet or hf.")
+
+
+def _has_undecoded_text(frame: pd.DataFrame) -> bool:
+    """Whether a column came back as bytes (pyarrow reads a CSV column that is not valid UTF-8 as binary)."""
+    for column in frame.columns:
+        values = frame[column]
+        if values.dtype == object:
+            first = values.first_valid_index()
+            if first is not None and isinstance(values[first], bytes):
+                return True
+    return False
 
 
 def _looks_like_hub_name(path: str) -> bool:
