@@ -77,6 +77,22 @@ def main_options(
     """recsys: BERT-aware recommender training and evaluation."""
 
 
+@app.command("list")
+def list_options(
+    group: Annotated[
+        str | None, typer.Argument(help="One config group: data, model, trainer or logger (default: all).")
+    ] = None,
+) -> None:
+    """Show the choices of each config group, one line each.
+
+    E.g. `recsys list model`, then `recsys train model=intent_sasrec data=office`.
+    """
+    from recsys_cli.config import LISTED_GROUPS, describe_options
+
+    groups = [group] if group else list(LISTED_GROUPS)
+    render.render_options({name: _guard(describe_options, name) for name in groups})
+
+
 @app.command()
 def preprocess(
     overrides: Overrides = None,

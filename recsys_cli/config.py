@@ -40,6 +40,26 @@ def group_options(group: str) -> list[str]:
     return sorted(p.stem for p in (config_dir() / group).glob("*.yaml"))
 
 
+LISTED_GROUPS = ("data", "model", "trainer", "logger")
+
+
+def describe_options(group: str) -> list[tuple[str, str]]:
+    """``(name, first sentence of the YAML's leading comment)`` for each option of a config group."""
+    if group not in LISTED_GROUPS:
+        raise RecsysError(f"unknown config group '{group}'; use one of: {', '.join(LISTED_GROUPS)}.")
+    rows = []
+    for name in group_options(group):
+        comment = []
+        for line in (config_dir() / group / f"{name}.yaml").read_text(encoding="utf-8").splitlines():
+            if not line.startswith("#"):
+                break
+            comment.append(line.lstrip("#").strip())
+        text = " ".join(comment)
+        sentence = re.split(r"(?<!\bal)(?<!e\.g)(?<!i\.e)\.\s", text, maxsplit=1)[0].rstrip(".")  # not at "et al."
+        rows.append((name, sentence[:157] + "..." if len(sentence) > 160 else sentence))
+    return rows
+
+
 def compose_config(overrides: list[str] | None = None) -> DictConfig:
     """Compose ``conf/config.yaml`` with Hydra overrides; user mistakes become :class:`RecsysError`."""
     from hydra import compose, initialize_config_dir

@@ -256,3 +256,14 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
+
+
+def render_options(groups: dict[str, list[tuple[str, str]]]) -> None:
+    """`recsys list`: each config group's options with one line each."""
+    for group, rows in groups.items():
+        table = Table(title=f"{group}=", title_justify="left", show_header=False, box=None, padding=(0, 2))
+        table.add_column(style="bold")
+        table.add_column()
+        for name, description in rows:
+            table.add_row(name, description)
+        console.print(table)

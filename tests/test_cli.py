@@ -177,3 +177,18 @@ def test_a_latin_1_csv_is_read_and_a_missing_gpu_is_one_line(workdir, tmp_path):
         result = invoke("train", "model=pop", "trainer=gpu", "data.source.n_users=50", *workdir)
         assert result.exit_code == 2 and "no usable CUDA GPU" in result.output
         assert "Traceback" not in result.output
+
+
+def test_list_shows_every_choice_of_every_group_with_a_line():
+    from recsys_cli.config import LISTED_GROUPS, describe_options, group_options
+
+    result = invoke("list")
+    assert result.exit_code == 0, result.output
+    for group in LISTED_GROUPS:
+        assert f"{group}=" in result.output
+        rows = describe_options(group)
+        assert [name for name, _ in rows] == group_options(group)
+        assert all(description for _, description in rows)  # every YAML opens with what it is
+    assert "BERT4Rec (Sun et al. 2019)" in dict(describe_options("model"))["bert4rec"]
+    bad = invoke("list", "nope")
+    assert bad.exit_code == 2 and "unknown config group" in bad.output
