@@ -139,10 +139,7 @@ def warm_start(module: torch.nn.Module, source: str | Path, kind: str) -> dict[s
     ``.ckpt`` file or its run folder): every tensor whose name and shape match is copied, the rest keeps its
     initialisation (a text model that now tunes its encoder's top layers starts from the frozen one, say).
     Returns how many tensors were copied and kept."""
-    path = Path(source).expanduser()
-    if path.is_dir() and (path / "checkpoints" / "best.ckpt").is_file():
-        path = path / "checkpoints" / "best.ckpt"
-    previous = load_checkpoint(path, kind=kind)["state_dict"]
+    previous = load_checkpoint(source, kind=kind)["state_dict"]
     own = module.state_dict()
     matching = {name: value for name, value in previous.items() if name in own and own[name].shape == value.shape}
     if not matching:
@@ -151,4 +148,4 @@ def warm_start(module: torch.nn.Module, source: str | Path, kind: str) -> dict[s
             "trained on the same data."
         )
     module.load_state_dict(matching, strict=False)
-    return {"init_from": str(path), "init_copied": len(matching), "init_kept": len(own) - len(matching)}
+    return {"init_from": str(source), "init_copied": len(matching), "init_kept": len(own) - len(matching)}

@@ -76,6 +76,9 @@ def _check_columns(frame: pd.DataFrame, wanted: dict[str, str | None], where: st
             )
 
 
+LIST_CELLS = (list, tuple, np.ndarray)
+
+
 def joined_text(frame: pd.DataFrame, columns: str | list[str], role: str, where: str, config_key: str) -> pd.Series:
     """One text per row from one column or several (joined with ". "); list cells (Amazon metadata's
     ``category``, ``description``, ``feature``) are joined with spaces, missing values are empty."""
@@ -84,10 +87,10 @@ def joined_text(frame: pd.DataFrame, columns: str | list[str], role: str, where:
     for column in columns:
         _check_columns(frame, {role: column}, where, config_key)
         values = frame[column]
-        if values.map(lambda cell: isinstance(cell, (list, tuple, np.ndarray))).any():
-            values = values.map(
-                lambda cell: " ".join(map(str, cell)) if isinstance(cell, (list, tuple, np.ndarray)) else cell
-            )
+        # A column of lists (JSON arrays) is known by its first value: no Python pass over a column of strings.
+        first = values.first_valid_index() if values.dtype == object else None
+        if first is not None and isinstance(values[first], LIST_CELLS):
+            values = values.map(lambda cell: " ".join(map(str, cell)) if isinstance(cell, LIST_CELLS) else cell)
         part = values.fillna("").astype(str).str.strip()
         text = part if text is None else text + np.where((text != "") & (part != ""), ". ", "") + part
     return text if text is not None else pd.Series([""] * len(frame), index=frame.index)

@@ -33,7 +33,7 @@ from recsys_cli.data import batch as keys
 from recsys_cli.data.spec import DataSpec
 from recsys_cli.errors import RecsysError
 from recsys_cli.models.components import init_weights, trim_padding
-from recsys_cli.models.item_repr import TextItems, standardisation
+from recsys_cli.models.item_repr import TEXT_DATA, TextItems, standardisation
 from recsys_cli.models.sasrec import SASRec
 
 CONDITIONING = ("none", "input", "output", "both")
@@ -112,7 +112,7 @@ class IntentSASRec(TextItems, SASRec):
                 f"unknown model.query_conditioning '{query_conditioning}'; use one of: {', '.join(CONDITIONING)}."
             )
         super().__init__(n_items=n_items, max_len=max_len, hidden_size=hidden_size, **sasrec)
-        self.save_hyperparameters(ignore=["item_text", "item_counts", "query_stats", "item_text_layers"])
+        self.save_hyperparameters(ignore=[*TEXT_DATA, "query_stats"])
         del self.item_embedding  # the item representation owns the ID embedding (when it has one)
         arguments = dict(locals())
         self.build_items(n_items, hidden_size, self.split_text_settings(arguments)[0], always=True)

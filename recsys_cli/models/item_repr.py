@@ -81,8 +81,7 @@ class TunedText(nn.Module):
     ``hidden`` ``[N, T, D]`` and ``mask`` ``[N, T]`` (bf16 and bool buffers, saved with the model so a
     checkpoint needs no encoder to score), ``config``: the encoder's config dict (the layers are rebuilt from
     it; ``layers``, their pretrained weights, when training starts). Calling it gives the pooled text vector
-    of every row ``[N, D]`` (rows without text: zeros); in eval mode it is computed once and reused until the
-    module trains again.
+    of every row ``[N, D]`` (rows without text: zeros).
     """
 
     def __init__(
@@ -125,15 +124,8 @@ class TunedText(nn.Module):
         self.pooling = pooling
         self.register_buffer("hidden", hidden.to(torch.bfloat16))
         self.register_buffer("mask", mask.bool())
-        self._cache: torch.Tensor | None = None
-
-    def train(self, mode: bool = True) -> TunedText:
-        self._cache = None
-        return super().train(mode)
 
     def forward(self) -> torch.Tensor:
-        if self._cache is not None and not self.training:
-            return self._cache
         lengths = self.mask.sum(1)
         rows = torch.nonzero(lengths > 0).squeeze(1)
         rows = rows[torch.argsort(lengths[rows], stable=True)]
@@ -154,8 +146,6 @@ class TunedText(nn.Module):
                 weights = mask.unsqueeze(-1).to(x.dtype)
                 pooled = (x * weights).sum(1) / weights.sum(1).clamp(min=1.0)
             out = out.index_copy(0, chunk, pooled.float())
-        if not self.training and not torch.is_grad_enabled():
-            self._cache = out
         return out
 
 
@@ -180,6 +170,7 @@ class ItemRepresentation(nn.Module):
         if fusion not in FUSIONS:
             raise RecsysError(f"unknown model.fusion '{fusion}'; use one of: {', '.join(FUSIONS)}.")
         self.fusion = fusion
+        self._cache: torch.Tensor | None = None  # the table in eval mode (see forward)
         self.id_embedding = nn.Embedding(n_items + 1, hidden_size, padding_idx=0) if fusion != "text" else None
         if self.id_embedding is not None:
             nn.init.trunc_normal_(self.id_embedding.weight, std=0.02, a=-0.04, b=0.04)
@@ -213,9 +204,32 @@ class ItemRepresentation(nn.Module):
         features = self.text_features if self.tuned_text is None else self.tuned_text()
         return self.adaptor((features - self.text_mean) / self.text_scale)
 
+    # Scoring asks for the table more than once per batch (the history's inputs, then the scores); with text it is
+    # computed, so in eval mode without gradients it is computed once and kept until the weights can change
+    # (training, loading weights, moving the module).
+    def train(self, mode: bool = True) -> ItemRepresentation:
+        self._cache = None
+        return super().train(mode)
+
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> ItemRepresentation:
+        self._cache = None
+        return super()._apply(fn, *args, **kwargs)
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        self._cache = None
+        super()._load_from_state_dict(*args, **kwargs)
+
     def forward(self) -> torch.Tensor:
         if self.fusion == "id":
             return self.id_embedding.weight
+        if self._cache is not None and not self.training and not torch.is_grad_enabled():
+            return self._cache
+        table = self._table()
+        if not self.training and not torch.is_grad_enabled():
+            self._cache = table
+        return table
+
+    def _table(self) -> torch.Tensor:
         text = self.text_table()
         if self.fusion == "text":
             table = text

@@ -78,6 +78,18 @@ def test_fusion_id_is_sasrec():
     assert torch.allclose(model.score_all(batch), sasrec.score_all(batch), atol=1e-5)
 
 
+def top_two_after_learning_1_then_2(model) -> list[int]:
+    """Train ``model`` on "after 3, 1 comes 2" only; the two items it then ranks first after 3, 1."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    batch = {"history": torch.tensor([[0, 0, 3, 1]] * 8), "next_items": torch.tensor([[0, 0, 1, 2]] * 8)}
+    for _ in range(100):
+        optimizer.zero_grad()
+        model.loss(batch).backward()
+        optimizer.step()
+    scores = model.eval().score_all({"history": torch.tensor([[0, 0, 3, 1]])})[0]
+    return ((scores[1:].argsort(descending=True) + 1)[:2]).tolist()
+
+
 def test_text_aware_sasrec_learns_to_rank_an_item_by_its_text():
     # Items 1..10: item i+5 has the same text as item i. Trained on "after 1 comes 2" only, the text-only
     # model ranks item 7 (text of 2) high after item 1 too; the ID-only one has no reason to.
@@ -96,15 +108,7 @@ def test_text_aware_sasrec_learns_to_rank_an_item_by_its_text():
         dropout=0.0,
         text_dropout=0.0,
     )
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-    batch = {"history": torch.tensor([[0, 0, 3, 1]] * 8), "next_items": torch.tensor([[0, 0, 1, 2]] * 8)}
-    for _ in range(100):
-        optimizer.zero_grad()
-        model.loss(batch).backward()
-        optimizer.step()
-    scores = model.eval().score_all({"history": torch.tensor([[0, 0, 3, 1]])})[0]
-    ranks = scores[1:].argsort(descending=True) + 1
-    assert set(ranks[:2].tolist()) == {2, 7}
+    assert set(top_two_after_learning_1_then_2(model)) == {2, 7}
 
 
 def query_model(conditioning: str = "both", **overrides) -> IntentSASRec:
@@ -207,12 +211,4 @@ def test_other_sequence_models_read_item_text_through_the_same_representation(na
     torch.manual_seed(0)
     model = cls(n_items=10, max_len=4, item_text=features, fusion="text", dropout=0.0, text_dropout=0.0, **sizes)
     assert "item_text" not in model.hparams and model.hparams["fusion"] == "text"  # tensors stay out of hparams
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-    batch = {"history": torch.tensor([[0, 0, 3, 1]] * 8), "next_items": torch.tensor([[0, 0, 1, 2]] * 8)}
-    for _ in range(100):
-        optimizer.zero_grad()
-        model.loss(batch).backward()
-        optimizer.step()
-    scores = model.eval().score_all({"history": torch.tensor([[0, 0, 3, 1]])})[0]
-    ranks = scores[1:].argsort(descending=True) + 1
-    assert set(ranks[:2].tolist()) == {2, 7}
+    assert set(top_two_after_learning_1_then_2(model)) == {2, 7}
