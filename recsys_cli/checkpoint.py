@@ -10,6 +10,7 @@ are stored, so the file loads with ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,44 @@ class CheckpointMetadata(pl.Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
         checkpoint[KEY] = self.metadata
+
+
+class RngState(pl.Callback):
+    """Saves the Python, NumPy and torch generators with every full checkpoint and restores them on resume.
+
+    Lightning keeps the loops' progress but not the generators; without them a resumed epoch would shuffle
+    and drop out differently from the one the uninterrupted run trained. Stored as plain types and tensors,
+    so ``last.ckpt`` still loads with ``torch.load(weights_only=True)``.
+    """
+
+    def state_dict(self) -> dict[str, Any]:
+        import numpy as np
+        import torch
+
+        kind, keys, pos, has_gauss, cached = np.random.get_state()
+        version, internal, gauss = random.getstate()
+        return {
+            "torch": torch.get_rng_state(),
+            "numpy": {
+                "kind": kind,
+                "keys": torch.from_numpy(keys.astype(np.int64)),
+                "pos": int(pos),
+                "has_gauss": int(has_gauss),
+                "cached": float(cached),
+            },
+            "python": {"version": version, "internal": list(internal), "gauss": gauss},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        import numpy as np
+        import torch
+
+        torch.set_rng_state(state["torch"])
+        saved = state["numpy"]
+        keys = saved["keys"].numpy().astype(np.uint32)
+        np.random.set_state((saved["kind"], keys, saved["pos"], saved["has_gauss"], saved["cached"]))
+        python = state["python"]
+        random.setstate((python["version"], tuple(python["internal"]), python["gauss"]))
 
 
 def load_checkpoint(path: str | Path, kind: str | tuple[str, ...] | None = None) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from recsys_cli import __version__, render
-from recsys_cli.errors import EXIT_USER_ERROR, RecsysError
+from recsys_cli.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, RecsysError
 from recsys_cli.render import console, err_console
 
 app = typer.Typer(
@@ -44,12 +44,12 @@ Checkpoint = Annotated[
 ]
 
 
-def _fail(message: str) -> None:
+def _fail(message: str, code: int = EXIT_USER_ERROR) -> None:
     from rich.markup import escape
 
     # The message is plain text: `pip install 'recsys[minilm]'` must not be read as rich markup.
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    raise typer.Exit(EXIT_USER_ERROR)
+    raise typer.Exit(code)
 
 
 def _guard(func: Any, *args: Any, **kwargs: Any) -> Any:
@@ -57,9 +57,9 @@ def _guard(func: Any, *args: Any, **kwargs: Any) -> Any:
     try:
         return func(*args, **kwargs)
     except RecsysError as exc:
-        _fail(exc.message)
+        _fail(exc.message, getattr(exc, "exit_code", EXIT_USER_ERROR))
     except KeyboardInterrupt:
-        _fail("interrupted; nothing half-written was left behind.")
+        _fail("interrupted; nothing half-written was left behind.", EXIT_INTERRUPTED)
 
 
 def _version(value: bool) -> None:
@@ -117,16 +117,37 @@ def train(
             help="Sweep: run every combination of comma lists in the overrides, e.g. -m model=pop,sasrec seed=1,2,3.",
         ),
     ] = False,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            "--resume",
+            help="Continue a killed run from its last finished epoch (optimiser, early stopping and random state "
+            "included), e.g. --resume runs/<run>; or a killed --multirun sweep, e.g. --resume runs/multirun/<time> "
+            "(finished jobs are not trained again). Overrides given with a run apply on top of its own, e.g. "
+            "trainer.max_epochs=100.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Train a model to early stop and print its metrics (e.g. `recsys train model=sasrec data=ml100k`)."""
     from recsys_cli.config import compose_config, expand_sweep
     from recsys_cli.tasks import train as task
 
     overrides = overrides or []
-    if multirun:
-        jobs = _guard(expand_sweep, overrides)
-        console.print(f"[bold]multirun:[/] {len(jobs)} job(s)")
-        root, results = _guard(task.sweep, jobs)
+    if resume is not None and not task.is_sweep(resume):
+        result = _guard(task.resume, resume, overrides)
+        if result.metrics:  # empty in a DDP worker (rank > 0): rank 0 reports
+            render.render_train(result, title=f"{result.metrics['model']} on {result.metrics['data']} (resumed)")
+        return
+    if multirun or resume is not None:
+        if resume is not None:  # a sweep folder
+            if overrides:
+                _fail(f"--resume {resume} is a sweep: it continues with its own jobs; drop the overrides.")
+            root, results = _guard(task.resume_sweep, resume)
+        else:
+            jobs = _guard(expand_sweep, overrides)
+            console.print(f"[bold]multirun:[/] {len(jobs)} job(s)")
+            root, results = _guard(task.sweep, jobs)
         for result in results:
             render.render_metrics(result.metrics, title=f"{result.run_dir.name}")
         render.render_summary([task.summary_row(r) for r in results])

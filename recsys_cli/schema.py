@@ -41,7 +41,8 @@ class TrainConfig:
     mode: str = MISSING
     patience: int = MISSING
     min_delta: float = MISSING
-    save_weights_only: bool = MISSING
+    resumable: bool = MISSING
+    keep_last: bool = MISSING
 
 
 @dataclass

@@ -124,7 +124,7 @@ def test_every_data_model_and_trainer_combination_composes_with_typed_data():
     [
         ("seed=abc", "seed must be an integer, not 'abc'; pass e.g. seed="),
         ("eval.ks=[5,x]", "eval.ks must be a list of integers, not 'x' (item 1); pass e.g. eval.ks=["),
-        ("train.save_weights_only=maybe", "train.save_weights_only must be true or false, not 'maybe'"),
+        ("train.resumable=maybe", "train.resumable must be true or false, not 'maybe'"),
         ("data.batch_size=x", "data.batch_size must be an integer, not 'x'; pass e.g. data.batch_size="),
         ("data.split.valid_ratio=a", "data.split.valid_ratio must be a number, not 'a'"),
         ("data.text.max_length=1.5", "data.text.max_length must be an integer, not 1.5"),

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import optuna
 import pandas as pd
@@ -12,6 +13,9 @@ from typer.testing import CliRunner
 
 from recsys_cli.cli import app
 from recsys_cli.config import compose_config, group_options, save_config, to_container
+from recsys_cli.core import resume
+from recsys_cli.core.resume import ResumePoint
+from recsys_cli.core.run import RunInterrupted
 from recsys_cli.errors import RecsysError
 from recsys_cli.tasks import train
 from recsys_cli.tasks import tune as task
@@ -65,11 +69,14 @@ def test_drawn_values_round_trip_through_overrides():
     assert cfg.data.name == "a b's"
 
 
-def fake_training(calls):
-    """`train.run` stand-in: validation peaks at lr=0.003, test at the opposite end; dropout > 0.4 fails."""
+def fake_training(calls, resumed=None):
+    """`train.run` stand-in: validation peaks at lr=0.003, test at the opposite end; dropout > 0.4 fails.
+    ``resumed`` collects each call's (folder name, checkpoint resumed from)."""
+    resumed = [] if resumed is None else resumed
 
-    def run(cfg, run_dir, overrides):
+    def run(cfg, run_dir, overrides, resume_from=None):
         calls.append(list(overrides))
+        resumed.append((run_dir.name, resume_from))
         if cfg.model.dropout > 0.4:
             raise RecsysError("dropout too high for this test")
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -193,8 +200,8 @@ def test_compare_and_tune_help_import_nothing_heavy():
 
 
 def test_a_trial_whose_process_died_is_trained_again_on_resume(monkeypatch, workdir, tmp_path):
-    calls = []
-    monkeypatch.setattr(train, "run", fake_training(calls))
+    calls, resumed = [], []
+    monkeypatch.setattr(train, "run", fake_training(calls, resumed))
     monkeypatch.setattr(task, "HEARTBEAT_SECONDS", 1)
     monkeypatch.setattr(task, "STALE_SECONDS", 1)
     overrides = [*workdir, "tune.sampler.kind=random", "model.dropout=0.1"]
@@ -212,17 +219,44 @@ def test_a_trial_whose_process_died_is_trained_again_on_resume(monkeypatch, work
     states = [row["state"] for row in result.trials]
     assert states == ["fail", "complete"]
     assert result.trials[1]["model.lr"] == 0.0025 and "model.lr=0.0025" in calls[0]
+    assert resumed == [("trial_001", None)]  # the dead trial left no last.ckpt: trained anew
+
+
+def test_a_trial_stopped_by_ctrl_c_resumes_in_its_folder_when_the_study_runs_again(monkeypatch, workdir):
+    calls, resumed = [], []
+    training = fake_training(calls, resumed)
+
+    def stopped_once(cfg, run_dir, overrides, resume_from=None):
+        if not calls:
+            calls.append("stopped")
+            (run_dir / "checkpoints").mkdir(parents=True)
+            (run_dir / "checkpoints" / "last.ckpt").touch()  # epochs had finished
+            raise RunInterrupted(run_dir, run_dir / "checkpoints" / "last.ckpt")
+        return training(cfg, run_dir, overrides, resume_from)
+
+    def point(folder):  # as if the stopped trial had finished epochs before Ctrl-C
+        return ResumePoint(Path(folder), Path(folder) / "checkpoints" / "last.ckpt", [], 2)
+
+    monkeypatch.setattr(train, "run", stopped_once)
+    monkeypatch.setattr(resume, "resume_point", point)
+    base = [*workdir, "tune.sampler.kind=random", "model.dropout=0.1"]
+    with pytest.raises(RunInterrupted, match="same `recsys tune` command again"):
+        task.run(base, n_trials=2, name="stopped")
+    result = task.run(base, n_trials=1, name="stopped")
+    assert [row["state"] for row in result.trials] == ["fail", "complete"]
+    assert result.trials[0]["model.lr"] == result.trials[1]["model.lr"]
+    assert resumed == [("trial_000", Path(result.trials[0]["run_dir"]) / "checkpoints" / "last.ckpt")]
 
 
 def test_an_interrupted_baseline_trial_is_queued_again(monkeypatch, workdir):
     calls = []
     training = fake_training(calls)
 
-    def interrupted(cfg, run_dir, overrides):
+    def interrupted(cfg, run_dir, overrides, resume_from=None):
         if not calls:
             calls.append("interrupted")
             raise KeyboardInterrupt
-        return training(cfg, run_dir, overrides)
+        return training(cfg, run_dir, overrides, resume_from)
 
     monkeypatch.setattr(train, "run", interrupted)
     base = [*workdir, "tune.sampler.kind=random", "model.lr=0.002", "model.dropout=0.1"]  # both pinned

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from recsys_cli.config import compose_config, make_run_dir, run_name, save_config, to_container
 from recsys_cli.core.family import ModelFamily, Prepared, family_for, family_of_checkpoint
 from recsys_cli.data.spec import DataSpec
-from recsys_cli.errors import RecsysError
+from recsys_cli.errors import EXIT_INTERRUPTED, RecsysError
 from recsys_cli.io import atomic_write_json
 
 RUN_DIR_ENV = "RECSYS_RUN_DIR"
@@ -162,8 +162,16 @@ def checkpoint_metadata(
 
 
 # --- training -------------------------------------------------------------------------------------------
-def train(cfg: DictConfig, run_dir: Path | None = None, overrides: list[str] | None = None) -> TrainResult:
-    """Train ``cfg.model`` on ``cfg.data`` to early stop; validate and test the best checkpoint."""
+def train(
+    cfg: DictConfig,
+    run_dir: Path | None = None,
+    overrides: list[str] | None = None,
+    resume_from: Path | None = None,
+) -> TrainResult:
+    """Train ``cfg.model`` on ``cfg.data`` to early stop; validate and test the best checkpoint.
+
+    ``resume_from``: a full ``last.ckpt`` of this run (in ``run_dir``) to continue from (see :mod:`.resume`).
+    """
     from recsys_cli.checkpoint import CheckpointMetadata
 
     overrides = list(overrides or [])
@@ -175,11 +183,11 @@ def train(cfg: DictConfig, run_dir: Path | None = None, overrides: list[str] | N
     model = build_model(cfg, data.spec)
     datamodule = family.datamodule(cfg, data, model)
     run_dir = resolve_run_dir(cfg, run_dir)
-    before = family.before_fit(cfg, model, datamodule)
+    before = family.before_fit(cfg, model, datamodule) if resume_from is None else {}
     protocol = family.protocol(cfg, data)
     evaluator = family.evaluator(cfg, data)
     metadata = CheckpointMetadata(checkpoint_metadata(cfg, family, data, datamodule, protocol, overrides))
-    fitted = fit_and_test(cfg, model, datamodule, [evaluator, metadata], run_dir)
+    fitted = fit_and_test(cfg, model, datamodule, [evaluator, metadata], run_dir, resume_from)
     if fitted is None:  # a DDP worker (rank > 0): rank 0 reports
         return TrainResult(run_dir=run_dir, metrics={}, overrides=overrides)
     metrics = {
@@ -201,64 +209,145 @@ def train(cfg: DictConfig, run_dir: Path | None = None, overrides: list[str] | N
 
 
 def fit_and_test(
-    cfg: DictConfig, model: Any, datamodule: Any, callbacks: list[Any], run_dir: Path
+    cfg: DictConfig,
+    model: Any,
+    datamodule: Any,
+    callbacks: list[Any],
+    run_dir: Path,
+    resume_from: Path | None = None,
 ) -> dict[str, Any] | None:
     """Fit with early stopping on ``train.monitor``, then validate and test the best checkpoint.
 
     ``callbacks`` hold the evaluator (which logs the monitored metric) and the checkpoint metadata.
-    Returns the fit's epochs, timing and memory (None in DDP workers of rank > 0).
+    ``best.ckpt`` holds the best weights only; with ``train.resumable`` every epoch also rewrites a full
+    ``last.ckpt`` (optimiser, loops, callbacks, generators) that ``resume_from`` continues from, removed once
+    the run has finished unless ``train.keep_last``. Returns the fit's epochs, timing and memory (None in DDP
+    workers of rank > 0).
     """
     from hydra.utils import instantiate
     from pytorch_lightning.callbacks import EarlyStopping, LambdaCallback, ModelCheckpoint
 
+    from recsys_cli.checkpoint import RngState
     from recsys_cli.runtime import release_freed_memory
 
     train = cfg.train
-    checkpoints = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints",
+    folder = run_dir / "checkpoints"
+    best = ModelCheckpoint(
+        dirpath=folder,
         filename="best",
         monitor=train.monitor,
         mode=train.mode,
         save_top_k=1,
-        save_last=True,
-        save_weights_only=train.save_weights_only,
+        save_weights_only=True,
         auto_insert_metric_name=False,
+        enable_version_counter=False,
     )
+    saving = [best]
+    if train.resumable:
+        # No monitor, top 1: the latest epoch's full state, one file rewritten (atomically) every epoch.
+        latest = ModelCheckpoint(dirpath=folder, filename="last", save_top_k=1, enable_version_counter=False)
+        saving += [latest, RngState()]
     stopper = EarlyStopping(monitor=train.monitor, mode=train.mode, patience=train.patience, min_delta=train.min_delta)
     logger = instantiate(cfg.logger, save_dir=str(run_dir)) if cfg.logger.get("_target_") else False
     trim = LambdaCallback(on_train_epoch_end=lambda *_: release_freed_memory())
-    trainer = build_trainer(cfg, [*callbacks, checkpoints, stopper, trim], logger, run_dir)
+    trainer = build_trainer(cfg, [*callbacks, *saving, stopper, trim], logger, run_dir)
 
+    resumed = _epochs_done(str(resume_from)) if resume_from else 0  # read before training rewrites it
+    earlier_log = _earlier_log(logger, resumed)
     start = time.perf_counter()
-    trainer.fit(model, datamodule=datamodule)
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
+    except SystemExit:  # Lightning's answer to Ctrl-C, after its graceful shutdown
+        if not trainer.interrupted:
+            raise
+        raise RunInterrupted(run_dir, folder / "last.ckpt" if train.resumable else None) from None
     fit_seconds = time.perf_counter() - start
     epochs = trainer.current_epoch
-    best_path = checkpoints.best_model_path or checkpoints.last_model_path
-    if not best_path:
+    best_path = best.best_model_path
+    if not best_path and trainer.global_step == 0:
+        # A model fitted without optimiser steps (popularity, item-kNN): Lightning saves nothing by itself.
+        best_path = str(folder / "best.ckpt")
+        trainer.save_checkpoint(best_path, weights_only=True)
+    if not best_path or not Path(best_path).is_file():
         raise RecsysError(
             f"training produced no checkpoint (is {train.monitor} logged?); "
             "check train.monitor and trainer.limit_val_batches."
         )
-    best_epoch = _checkpoint_epoch(best_path)
+    best_epoch = _epochs_done(best_path)  # counted from 1, as the progress line shows them
     trainer.validate(model, datamodule=datamodule, ckpt_path=best_path, verbose=False)
     trainer.test(model, datamodule=datamodule, ckpt_path=best_path, verbose=False)
     if trainer.global_rank != 0:
         return None
+    if earlier_log is not None:
+        _prepend_log(logger, earlier_log)
     if Path(best_path).name != "best.ckpt":
-        shutil.copyfile(best_path, checkpoints.dirpath + "/best.ckpt")
+        shutil.copyfile(best_path, folder / "best.ckpt")
+    if train.resumable and not train.keep_last:
+        (folder / "last.ckpt").unlink(missing_ok=True)
+    trained = epochs - resumed
     return {
         "epochs": epochs,
         "best_epoch": best_epoch,
         "fit_seconds": round(fit_seconds, 3),
-        "seconds_per_epoch": round(fit_seconds / max(1, epochs), 3),
+        "seconds_per_epoch": round(fit_seconds / max(1, trained), 3),
         "peak_memory_mb": round(peak_memory_mb(), 1),
+        **({"resumed_after_epoch": resumed} if resume_from else {}),
     }
 
 
-def _checkpoint_epoch(path: str) -> int | None:
+class RunInterrupted(RecsysError):
+    """Ctrl-C during training: the run can be resumed from its last finished epoch."""
+
+    exit_code = EXIT_INTERRUPTED
+
+    def __init__(self, run_dir: Path, last: Path | None, how: str | None = None) -> None:
+        self.run_dir, self.resumable = run_dir, last is not None and last.is_file()
+        if self.resumable:
+            how = how or f"continue with `recsys train --resume {run_dir}`"
+            hint = f"its last finished epoch is kept: {how}."
+        else:
+            hint = "no epoch had finished (or train.resumable=false), so there is nothing to resume."
+        super().__init__(f"interrupted; {hint}")
+
+
+def _csv_log(logger: Any) -> Path | None:
+    from pytorch_lightning.loggers import CSVLogger
+
+    return Path(logger.log_dir) / "metrics.csv" if isinstance(logger, CSVLogger) else None
+
+
+def _earlier_log(logger: Any, resumed: int) -> Any:
+    """A resumed run's CSV log rows of the epochs before ``resumed`` (Lightning's CSVLogger starts it anew)."""
+    path = _csv_log(logger)
+    if not resumed or path is None or not path.is_file():
+        return None
+    import warnings
+
+    import pandas as pd
+
+    warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
+    earlier = pd.read_csv(path)
+    return earlier[earlier["epoch"] < resumed]
+
+
+def _prepend_log(logger: Any, earlier: Any) -> None:
+    """Put the epochs before the resume back in front of the resumed run's CSV log (written atomically)."""
+    import pandas as pd
+
+    from recsys_cli.io import atomic_path
+
+    path = _csv_log(logger)
+    logger.save()
+    now = pd.read_csv(path) if path.is_file() else earlier.iloc[:0]
+    with atomic_path(path) as tmp:
+        pd.concat([earlier, now], ignore_index=True).to_csv(tmp, index=False)
+
+
+def _epochs_done(path: str) -> int:
+    """Epochs finished when the checkpoint at ``path`` was written (Lightning stores the 0-based index)."""
     import torch
 
-    return torch.load(path, map_location="cpu", weights_only=True).get("epoch")
+    return int(torch.load(path, map_location="cpu", weights_only=True).get("epoch", -1)) + 1
 
 
 # --- evaluating a checkpoint ----------------------------------------------------------------------------

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from recsys_cli.config import compose_config, to_container
+from recsys_cli.core.resume import LAST
+from recsys_cli.core.run import RunInterrupted
 from recsys_cli.errors import RecsysError
 from recsys_cli.io import atomic_path, atomic_write_json, atomic_write_text
 
@@ -162,6 +164,7 @@ def run(
     trained = sorted(o for o in overrides if not override_key(o).startswith("tune"))
     _check_resume(study, name, metric, direction, trained)
     study.sampler = _sampler(settings.sampler, offset=len(study.trials))
+    _queue_interrupted(study)
     if settings.get("start_from_config", False):
         baseline = config_values(cfg, space)
         # Also when the study's first (baseline) trial was interrupted: it has no other chance to run.
@@ -182,10 +185,14 @@ def run(
                 trial.set_user_attr(key, earlier.user_attrs.get(key))
             trial.set_user_attr("repeat_of", earlier.number)
             return float(earlier.value)
-        run_dir = root / f"trial_{trial.number:03d}"
+        run_dir, resume_from = _trial_folder(trial, root)
         trial.set_user_attr("run_dir", str(run_dir))
         try:
-            result = train.run(compose_config(job), run_dir=run_dir, overrides=job)
+            result = train.run(compose_config(job), run_dir=run_dir, overrides=job, resume_from=resume_from)
+        except RunInterrupted as exc:  # Ctrl-C: the study stops; its next run resumes this trial
+            trial.set_user_attr("interrupted", True)
+            how = "run the same `recsys tune` command again to resume this trial and continue the study"
+            raise RunInterrupted(exc.run_dir, run_dir / "checkpoints" / LAST, how) from None
         except RecsysError as exc:
             trial.set_user_attr("error", exc.message)
             raise _TrialFailed(exc.message) from None
@@ -240,6 +247,36 @@ def config_values(cfg: Any, space: list[Param]) -> dict[str, Any]:
         if inside:
             values[param.key] = value
     return values
+
+
+def _queue_interrupted(study: Any) -> None:
+    """Queue again, once, the values of every trial stopped by Ctrl-C, so the study's next run resumes it."""
+    import optuna
+
+    queued = {t.user_attrs.get("resume_of") for t in study.trials}
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):
+        if trial.user_attrs.get("interrupted") and trial.number not in queued:
+            study.enqueue_trial(
+                trial.params, user_attrs={"resume_of": trial.number, "run_dir": trial.user_attrs.get("run_dir")}
+            )
+
+
+def _trial_folder(trial: Any, root: Path) -> tuple[Path, Path | None]:
+    """A trial's run folder, and the ``last.ckpt`` to resume from when it repeats a trial that was killed
+    (its heartbeat stopped) or interrupted: that trial's folder then continues from its last finished epoch.
+
+    Such a repeat carries the user attributes of the trial it repeats, ``run_dir`` among them.
+    """
+    from recsys_cli.core.resume import resume_point
+
+    earlier = trial.user_attrs.get("run_dir")
+    if earlier:
+        try:
+            point = resume_point(earlier)
+            return point.run_dir, point.checkpoint
+        except RecsysError:
+            pass  # it left nothing to resume from: trained anew in its own folder
+    return root / f"trial_{trial.number:03d}", None
 
 
 def _same_trial(study: Any, values: dict[str, Any]) -> Any:
