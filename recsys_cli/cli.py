@@ -6,7 +6,6 @@ errors never import torch, transformers or Lightning.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -244,7 +243,7 @@ def predict(
         top_k=top_k,
         exclude_seen=exclude_seen,
         batch_size=batch_size,
-        progress=sys.stderr.isatty(),
+        progress=True,  # a bar on a terminal, start and end lines in a log, nothing with -q
         text_column=text_column,
         embeddings=embeddings,
         explain=explain,

@@ -5,7 +5,8 @@ the first tiny dataset its family reads — a table of shop queries with numeric
 models, a number for rating models), else the tiny synthetic shop's interaction log — then its checkpoint is
 evaluated again with the raw files deleted — the metrics must reproduce the training run's own test
 metrics, since the tiny splits fit in the debug trainer's batches — and predicts for a file whose rows
-carry what every family reads (a user, a history, a text).
+carry what every family reads (a user, a history, a text). Each trains twice: the same seed must give the
+same metrics.
 """
 
 from __future__ import annotations
@@ -49,6 +50,10 @@ def test_model_trains_evaluates_and_predicts_from_its_checkpoint(name, workdir, 
     assert test and all(math.isfinite(value) for value in test.values())
     assert result.best_checkpoint.is_file()
     assert json.loads((result.run_dir / "metrics.json").read_text())["test"] == test
+    # Same seed, same data, same config: identical metrics on the CPU, to the last bit.
+    again = [*overrides, f"run.name={name}_again"]
+    repeated = train.run(compose_config(again), overrides=again).metrics
+    assert (repeated["valid"], repeated["test"]) == (result.metrics["valid"], test)
 
     for raw in tmp_path.glob("*.csv"):  # a checkpoint evaluates on its processed data: no raw file needed
         raw.unlink()

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from recsys_cli.config import compose_config, make_run_dir, run_name, save_config, to_container
 from recsys_cli.core.family import ModelFamily, Prepared, family_for, family_of_checkpoint
+from recsys_cli.core.progress import note
 from recsys_cli.data.spec import DataSpec
 from recsys_cli.errors import EXIT_INTERRUPTED, RecsysError
 from recsys_cli.io import atomic_write_json
@@ -87,6 +88,7 @@ def build_trainer(cfg: DictConfig, callbacks: list[Any], logger: Any, run_dir: P
     from hydra.utils import instantiate
 
     from recsys_cli.checkpoint import AtomicCheckpointIO
+    from recsys_cli.core.progress import progress_callbacks
     from recsys_cli.runtime import resolve_precision
 
     accelerator = str(cfg.trainer.get("accelerator", "cpu"))
@@ -98,6 +100,11 @@ def build_trainer(cfg: DictConfig, callbacks: list[Any], logger: Any, run_dir: P
                 f"trainer.accelerator={accelerator} but this machine has no usable CUDA GPU; use trainer=cpu "
                 "(or trainer.accelerator=auto, which takes a GPU where there is one)."
             )
+    if "enable_progress_bar" not in overrides:
+        shown, bar = progress_callbacks(
+            bool(cfg.trainer.get("enable_progress_bar", True)), cfg.train.monitor, cfg.train.mode
+        )
+        callbacks, overrides = [*callbacks, *shown], {**overrides, "enable_progress_bar": bar}
     kwargs: dict[str, Any] = {"callbacks": callbacks, "logger": logger, "plugins": [AtomicCheckpointIO()], **overrides}
     if "precision" not in overrides:
         kwargs["precision"] = resolve_precision(cfg.trainer.get("precision", "32-true"), cfg.trainer.get("accelerator"))
@@ -179,7 +186,13 @@ def train(
     start_task(cfg.seed)
     if not family.reads(cfg.data):
         raise RecsysError(family.missing_data_message(cfg))
+    clock = time.perf_counter()
+    note(f"data: preparing {cfg.data.name} ...")
     data = family.prepare(cfg)
+    note(
+        f"data: {'reused' if data.reused else 'processed'} {data.path or cfg.data.name} "
+        f"in {time.perf_counter() - clock:.1f} s"
+    )
     model = build_model(cfg, data.spec)
     datamodule = family.datamodule(cfg, data, model)
     run_dir = resolve_run_dir(cfg, run_dir)
@@ -396,11 +409,13 @@ def evaluate(
     evaluator = family.evaluator(cfg, data, checkpoint)
     trainer = evaluation_trainer(cfg, [evaluator])
     datamodule.setup("test")  # build the evaluation sets before the clock starts
+    note(f"evaluating {checkpoint_path} on {cfg.data.name}: validation and test ...")
     start = time.perf_counter()
     trainer.validate(model, datamodule=datamodule, verbose=False)
     valid_seconds = time.perf_counter() - start
     trainer.test(model, datamodule=datamodule, verbose=False)
     test_seconds = time.perf_counter() - start - valid_seconds
+    note(f"evaluated in {valid_seconds + test_seconds:.1f} s")
     output = Path(output) if output else run_dir_of(checkpoint_path) / "eval" / "metrics.json"
     metrics = {
         "checkpoint": str(checkpoint_path),

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from recsys_cli.data.base import ITEM, RATING, TEXT, TIME, TITLE, USER, SourceData
-from recsys_cli.errors import RecsysError
+from recsys_cli.errors import RecsysError, warn
 from recsys_cli.io import atomic_folder
 
 SCHEMA_VERSION = 1
@@ -340,12 +340,20 @@ def processed_folder(data_dir: str | os.PathLike, name: str, data_fingerprint: s
 
 
 def open_processed(folder: Path, data_fingerprint: str) -> Processed | None:
-    """The processed data in ``folder`` if it is the data of that fingerprint, else None (absent or other)."""
+    """The processed data in ``folder`` if it is the data of that fingerprint, else None (absent, other, or
+    damaged: a truncated or edited table is reported and the folder is built again from the raw data)."""
     try:
         meta = json.loads((folder / "meta.json").read_text())
     except (OSError, ValueError):
         return None
-    return load_processed(folder) if meta.get("fingerprint") == data_fingerprint else None
+    if meta.get("fingerprint") != data_fingerprint:
+        return None
+    try:
+        return load_processed(folder)
+    except Exception as exc:  # pyarrow's ArrowInvalid, OSError, a missing column: any damage means rebuild
+        reason = " ".join(str(exc).split())[:160] or type(exc).__name__
+        warn(f"the processed data in {folder} is damaged ({reason}); building it again from the raw data.")
+        return None
 
 
 def prepare(

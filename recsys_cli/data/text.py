@@ -37,7 +37,7 @@ from recsys_cli.data.sources import (
     hash_files,
     read_table,
 )
-from recsys_cli.errors import RecsysError
+from recsys_cli.errors import RecsysError, warn
 from recsys_cli.io import atomic_folder
 
 # Canonical column names of a text source's frame.
@@ -725,8 +725,16 @@ def text_folder(data_dir: str | os.PathLike, name: str, key: str) -> Path:
 
 
 def open_text_folder(folder: Path, key: str) -> TextSplits | None:
-    """The splits in ``folder`` if it holds the texts of that key, else None (absent, other, unreadable)."""
-    return load_text_folder(folder) if _stored_key(folder) == key else None
+    """The splits in ``folder`` if it holds the texts of that key, else None (absent, other, unreadable, or
+    damaged: a truncated or edited file is reported and the folder is built again from the raw data)."""
+    if _stored_key(folder) != key:
+        return None
+    try:
+        return load_text_folder(folder)
+    except Exception as exc:  # pyarrow's ArrowInvalid, OSError, bad JSON, a missing column: rebuild
+        reason = " ".join(str(exc).split())[:160] or type(exc).__name__
+        warn(f"the processed text data in {folder} is damaged ({reason}); building it again from the raw data.")
+        return None
 
 
 def _stored_key(folder: Path) -> str | None:
