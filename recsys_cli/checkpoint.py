@@ -114,7 +114,7 @@ def load_checkpoint(path: str | Path, kind: str | tuple[str, ...] | None = None)
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # any file that is not a checkpoint (a CSV fails with IndexError inside torch)
         raise RecsysError(
-            f"'{path}' is not a readable checkpoint ({str(exc).splitlines()[0][:120]}); "
+            f"'{path}' is not a readable checkpoint ({(str(exc).splitlines() or [type(exc).__name__])[0][:120]}); "
             "it may be corrupt or truncated: use another .ckpt file."
         ) from None
     if not isinstance(checkpoint, dict) or KEY not in checkpoint:

@@ -20,9 +20,16 @@ app = typer.Typer(
     help="Train, evaluate and apply recommenders. Extra arguments are Hydra overrides, e.g. "
     "`recsys train model=sasrec data=ml100k trainer.max_epochs=50`.",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _complete_override(ctx: typer.Context, incomplete: str) -> list[str]:
+    """Tab completion of config choices (``model=<Tab>``); the words before it are the overrides parsed so far."""
+    from recsys_cli.config import complete_override
+
+    return complete_override(list(ctx.params.get("overrides") or []), incomplete)
+
 
 Overrides = Annotated[
     list[str] | None,
@@ -30,6 +37,7 @@ Overrides = Annotated[
         help="Hydra overrides key=value, e.g. data=ml100k model=pop trainer.max_epochs=3 "
         "(with --multirun, comma lists sweep: model=pop,sasrec seed=1,2,3).",
         show_default=False,
+        autocompletion=_complete_override,
     ),
 ]
 Checkpoint = Annotated[
@@ -39,6 +47,20 @@ Checkpoint = Annotated[
         "-c",
         help="A checkpoint from `recsys train`, e.g. runs/<run>/checkpoints/best.ckpt.",
         show_default=False,
+    ),
+]
+
+
+Quiet = Annotated[
+    bool,
+    typer.Option("--quiet", "-q", help="Print nothing but errors and warnings: no progress, no tables (for scripts)."),
+]
+AsJson = Annotated[
+    bool,
+    typer.Option(
+        "--json",
+        help="Print the result as one JSON document on stdout, nothing else there (progress stays on stderr), "
+        "e.g. `--json | jq '.test'`.",
     ),
 ]
 
@@ -59,6 +81,12 @@ def _guard(func: Any, *args: Any, **kwargs: Any) -> Any:
         _fail(exc.message, getattr(exc, "exit_code", EXIT_USER_ERROR))
     except KeyboardInterrupt:
         _fail("interrupted; nothing half-written was left behind.", EXIT_INTERRUPTED)
+    except Exception as exc:
+        # Hydra's instantiate wraps what a `_target_` raises: a user error there (a logger whose package is
+        # not installed, say) is still one line.
+        if type(exc).__name__ == "InstantiationException" and isinstance(exc.__cause__, RecsysError):
+            _fail(exc.__cause__.message, EXIT_USER_ERROR)
+        raise
 
 
 def _version(value: bool) -> None:
@@ -96,13 +124,20 @@ def list_options(
 def preprocess(
     overrides: Overrides = None,
     force: Annotated[bool, typer.Option("--force", help="Rebuild even if a processed folder exists.")] = False,
+    quiet: Quiet = False,
+    as_json: AsJson = False,
 ) -> None:
-    """Clean, filter, index and split a dataset into data/processed/ (e.g. `recsys preprocess data=ml100k`)."""
+    """Clean, filter, index and split a dataset into data/processed/.
+
+    E.g. `recsys preprocess data=ml100k`, or your own file: `recsys preprocess data=csv data.path=events.csv`.
+    """
     from recsys_cli.config import compose_config
     from recsys_cli.tasks import preprocess as task
 
+    render.set_output(quiet, as_json)
     cfg = _guard(compose_config, overrides or [])
-    render.render_preprocess(_guard(task.run, cfg, force=force))
+    result = _guard(task.run, cfg, force=force)
+    render.render_json(render.json_preprocess(result)) if as_json else render.render_preprocess(result)
 
 
 @app.command()
@@ -127,15 +162,23 @@ def train(
             show_default=False,
         ),
     ] = None,
+    quiet: Quiet = False,
+    as_json: AsJson = False,
 ) -> None:
-    """Train a model to early stop and print its metrics (e.g. `recsys train model=sasrec data=ml100k`)."""
+    """Train a model to early stop and print its metrics.
+
+    E.g. `recsys train model=sasrec data=ml100k`, or a sweep: `recsys train -m model=pop,sasrec seed=1,2,3`.
+    """
     from recsys_cli.config import compose_config, expand_sweep
     from recsys_cli.tasks import train as task
 
     overrides = overrides or []
+    render.set_output(quiet, as_json)
     if resume is not None and not task.is_sweep(resume):
         result = _guard(task.resume, resume, overrides)
-        if result.metrics:  # empty in a DDP worker (rank > 0): rank 0 reports
+        if as_json and result.metrics:
+            render.render_json(render.json_train(result))
+        elif result.metrics:  # empty in a DDP worker (rank > 0): rank 0 reports
             render.render_train(result, title=f"{result.metrics['model']} on {result.metrics['data']} (resumed)")
         return
     if multirun or resume is not None:
@@ -147,6 +190,9 @@ def train(
             jobs = _guard(expand_sweep, overrides)
             console.print(f"[bold]multirun:[/] {len(jobs)} job(s)")
             root, results = _guard(task.sweep, jobs)
+        if as_json:
+            render.render_json(render.json_sweep(root, [task.summary_row(r) for r in results]))
+            return
         for result in results:
             render.render_metrics(result.metrics, title=f"{result.run_dir.name}")
         render.render_summary([task.summary_row(r) for r in results])
@@ -156,7 +202,10 @@ def train(
     result = _guard(task.run, cfg, overrides=overrides)
     if not result.metrics:  # a DDP worker (rank > 0): rank 0 reports
         return
-    render.render_train(result, title=f"{cfg.model.name} on {cfg.data.name}")
+    if as_json:
+        render.render_json(render.json_train(result))
+    else:
+        render.render_train(result, title=f"{cfg.model.name} on {cfg.data.name}")
 
 
 @app.command("eval")
@@ -171,16 +220,24 @@ def evaluate(
         bool,
         typer.Option(
             "--baselines",
-            help="Text models: also score the untuned encoder (linear probe, zero-shot label names) and the "
+            help="Also score untrained references on the same split: for a recommender the popularity model "
+            "(as model=pop); for a text model the untuned encoder (linear probe, zero-shot label names) and the "
             "majority class / mean, to show what fine-tuning bought, e.g. --baselines.",
         ),
     ] = False,
+    quiet: Quiet = False,
+    as_json: AsJson = False,
 ) -> None:
-    """Recompute validation and test metrics of a checkpoint; overrides may point it at other data."""
+    """Recompute validation and test metrics of a checkpoint; overrides may point it at other data.
+
+    E.g. `recsys eval -c runs/<run> --baselines`, or on other data:
+    `recsys eval -c runs/<run>/checkpoints/best.ckpt data=csv data.path=other.csv`.
+    """
     from recsys_cli.tasks import evaluate as task
 
+    render.set_output(quiet, as_json)
     result = _guard(task.run, checkpoint, overrides or [], output, baselines)
-    render.render_eval(result)
+    render.render_json(render.json_eval(result)) if as_json else render.render_eval(result)
 
 
 @app.command()
@@ -231,8 +288,14 @@ def predict(
             "most like it (by the model's item vectors).",
         ),
     ] = False,
+    quiet: Quiet = False,
+    as_json: AsJson = False,
 ) -> None:
-    """Write top-K recommendations for users, item histories or queries (e.g. `-i sessions.jsonl -o recs.jsonl`)."""
+    """Write top-K recommendations for users, item histories or queries.
+
+    E.g. `recsys predict -c runs/<run>/checkpoints/best.ckpt -i sessions.jsonl -o recs.jsonl --top-k 10`,
+    or `recsys predict -c runs/<run> --all-users -o recs.parquet`.
+    """
     from recsys_cli.core.family import PredictRequest
     from recsys_cli.tasks import predict as task
 
@@ -248,7 +311,9 @@ def predict(
         embeddings=embeddings,
         explain=explain,
     )
-    render.render_predict(_guard(task.predict, checkpoint, request))
+    render.set_output(quiet, as_json)
+    result = _guard(task.predict, checkpoint, request)
+    render.render_json(render.json_predict(result)) if as_json else render.render_predict(result)
 
 
 @app.command()
@@ -286,6 +351,24 @@ def compare(
         bool,
         typer.Option("--allow-mixed-protocols", help="Compare runs evaluated under different protocols anyway."),
     ] = False,
+    group_by: Annotated[
+        str | None,
+        typer.Option(
+            "--group-by",
+            help="Comma-separated override keys that make a configuration besides model and data (default: all "
+            "but seeds and paths), e.g. --group-by model (one group per model) or --group-by model.lr.",
+        ),
+    ] = None,
+    ignore: Annotated[
+        str | None,
+        typer.Option(
+            "--ignore",
+            help="Comma-separated override keys that never make a configuration, e.g. --ignore init_from,"
+            "intent_checkpoint (runs started from their own seed's checkpoint pool into one group).",
+        ),
+    ] = None,
+    quiet: Quiet = False,
+    as_json: AsJson = False,
 ) -> None:
     """Compare runs: mean ± std over seeds per configuration, paired tests against a baseline.
 
@@ -293,19 +376,25 @@ def compare(
     """
     from recsys_cli.tasks import compare as task
 
-    names = [name.strip() for name in metrics.split(",") if name.strip()]
+    render.set_output(quiet, as_json)
     result = _guard(
         task.compare,
         runs,
-        metrics=names,
+        metrics=_comma_list(metrics),
         paired_metric=paired_metric,
         test=test,
         baseline=baseline,
         allow_mixed_protocols=allow_mixed_protocols,
         plot=plot,
         output=output,
+        group_by=_comma_list(group_by),
+        ignore=_comma_list(ignore),
     )
-    render.render_compare(result)
+    render.render_json(render.json_compare(result)) if as_json else render.render_compare(result)
+
+
+def _comma_list(text: str | None) -> list[str] | None:
+    return None if text is None else [part.strip() for part in text.split(",") if part.strip()]
 
 
 @app.command()
@@ -316,6 +405,7 @@ def tune(
             help="Hydra overrides for every trial, e.g. model=sasrec data=ml100k tune=sasrec (the space, from "
             "conf/tune/); a searched key given here is pinned, e.g. model.hidden_size=64.",
             show_default=False,
+            autocompletion=_complete_override,
         ),
     ] = None,
     trials: Annotated[
@@ -325,6 +415,8 @@ def tune(
         str | None,
         typer.Option("--name", help="Study name and folder runs/tune/<name> (default <model>_<data>), e.g. lr_search."),
     ] = None,
+    quiet: Quiet = False,
+    as_json: AsJson = False,
 ) -> None:
     """Search hyperparameters with Optuna on a validation metric; the same command again continues the study.
 
@@ -332,8 +424,34 @@ def tune(
     """
     from recsys_cli.tasks import tune as task
 
+    render.set_output(quiet, as_json)
     result = _guard(task.run, overrides or [], n_trials=trials, name=name, on_trial=render.render_trial)
-    render.render_tune(result)
+    render.render_json(render.json_tune(result)) if as_json else render.render_tune(result)
+
+
+@app.command("show")
+def show_checkpoint(
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="A checkpoint (.ckpt) or a run folder of `recsys train`, e.g. runs/<run>.", show_default=False
+        ),
+    ],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the same as JSON on stdout, e.g. `--json | jq .metrics`.")
+    ] = False,
+) -> None:
+    """Show what a checkpoint holds: model, data, protocol, key metrics, epochs, config, files, version.
+
+    E.g. `recsys show runs/<run>` or `recsys show runs/<run>/checkpoints/best.ckpt --json`.
+    """
+    from recsys_cli.tasks import show as task
+
+    report = _guard(task.show, path)
+    if as_json:
+        render.render_json(report)
+    else:
+        render.render_show(report)
 
 
 def main() -> None:

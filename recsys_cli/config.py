@@ -20,6 +20,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from recsys_cli.errors import RecsysError
+from recsys_cli.io import ensure_folder
 
 CONFIG_NAME = "config"
 
@@ -58,6 +59,19 @@ def describe_options(group: str) -> list[tuple[str, str]]:
         sentence = re.split(r"(?<!\bal)(?<!e\.g)(?<!i\.e)\.\s", text, maxsplit=1)[0].rstrip(".")  # not at "et al."
         rows.append((name, sentence[:157] + "..." if len(sentence) > 160 else sentence))
     return rows
+
+
+def complete_override(previous: list[str], incomplete: str) -> list[str]:
+    """Shell completion of a config choice: ``model=sa`` → ``model=sasrec`` (zsh, fish). Bash splits words at
+    ``=``, so there the word is ``sa`` after ``previous`` words ``model`` and ``=``, and the completion ``sasrec``."""
+    groups = [path.name for path in config_dir().iterdir() if path.is_dir()]
+    if "=" in incomplete:
+        group, prefix = incomplete.split("=", 1)
+        choices = group_options(group) if group in groups else []
+        return [f"{group}={name}" for name in choices if name.startswith(prefix)]
+    if len(previous) >= 2 and previous[-1] == "=" and previous[-2] in groups:
+        return [name for name in group_options(previous[-2]) if name.startswith(incomplete)]
+    return []
 
 
 def compose_config(overrides: list[str] | None = None) -> DictConfig:
@@ -230,7 +244,7 @@ def make_run_dir(cfg: DictConfig, parent: Path | None = None) -> Path:
     run_dir = root / run_name(cfg)
     if cfg.run.name and run_dir.exists():
         shutil.rmtree(run_dir)  # a fixed name means "this run replaces the last one of that name"
-    run_dir.mkdir(parents=True, exist_ok=True)
+    ensure_folder(run_dir)
     save_config(cfg, run_dir / "config.yaml")
     return run_dir
 

@@ -8,7 +8,6 @@ output path only when every batch is written.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from types import TracebackType
 
@@ -17,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from recsys_cli.errors import RecsysError
+from recsys_cli.io import replace, temp_file_beside
 
 FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 
@@ -39,10 +39,7 @@ class RecommendationWriter:
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         self.format = output_format(self.path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        os.close(fd)
-        self.tmp = Path(tmp)
+        self.tmp = temp_file_beside(self.path)  # an output path that cannot be written fails here, before any work
         self._writer = None
         self._handle = None
         self.rows = 0
@@ -73,14 +70,16 @@ class RecommendationWriter:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._handle is not None:
-            self._handle.close()
-        if self._writer is not None:
-            self._writer.close()
-        if exc_type is None:
-            os.replace(self.tmp, self.path)
-        elif self.tmp.exists():
-            self.tmp.unlink()
+        try:
+            if self._handle is not None:
+                self._handle.close()
+            if self._writer is not None:
+                self._writer.close()
+            if exc_type is None:
+                replace(self.tmp, self.path)
+        finally:
+            if self.tmp.exists():
+                self.tmp.unlink()
 
 
 def _flatten_for_csv(name: str, column: pa.ChunkedArray) -> pa.ChunkedArray:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 # Output that goes to a file or a pipe (CI logs, nohup, tee) is not cut at rich's 80-column default: wide
@@ -72,13 +73,7 @@ def render_metrics(metrics: dict[str, Any], title: str) -> None:
         {key.split("/", 1)[1] for key in [*valid, *test]},
         key=lambda n: (n.split("@")[0], int(n.split("@")[1]) if "@" in n else 0),
     )
-    table = Table(title=title)
-    table.add_column("metric")
-    table.add_column("valid", justify="right")
-    table.add_column("test", justify="right")
-    for name in names:
-        table.add_row(name, _fmt(valid.get(f"val/{name}")), _fmt(test.get(f"test/{name}")))
-    console.print(table)
+    console.print(_metric_table(valid, test, names, title))
     console.print(f"[bold]protocol:[/] {metrics['protocol']['description']}")
     if metrics["protocol"].get("warning"):
         console.print(f"[bold yellow]warning:[/] {metrics['protocol']['warning']}")
@@ -122,13 +117,18 @@ def render_per_class(metrics: dict[str, Any]) -> None:
 
 
 def render_baselines(metrics: dict[str, Any]) -> None:
-    """The fine-tuned model beside the untuned encoder's probe, zero-shot and the trivial baseline."""
+    """The fine-tuned model beside the untuned encoder's probe, zero-shot and the trivial baseline; a
+    recommender beside popularity."""
     baselines = metrics.get("baselines")
     if not baselines:
         return
-    rows = {f"fine-tuned ({metrics['model']})": metrics["test"], **baselines}
+    if any(key.endswith("/ndcg@10") for key in metrics["test"]):  # a ranking: the checkpoint against popularity
+        title, own = "against the popularity baseline (test)", f"{metrics['model']} (this checkpoint)"
+    else:
+        title, own = "before and after fine-tuning (test)", f"fine-tuned ({metrics['model']})"
+    rows = {own: metrics["test"], **baselines}
     names = [key for key in metrics["test"] if key.split("/", 1)[1] in BASELINE_METRICS]
-    table = Table(title="before and after fine-tuning (test)")
+    table = Table(title=title)
     table.add_column("model")
     for name in names:
         table.add_column(name.split("/", 1)[1], justify="right")
@@ -138,6 +138,10 @@ def render_baselines(metrics: dict[str, Any]) -> None:
 
 
 BASELINE_METRICS = (
+    "ndcg@10",
+    "hr@10",
+    "mrr@10",
+    "coverage@10",
     "accuracy",
     "macro_f1",
     "top3_accuracy",
@@ -186,7 +190,7 @@ def render_compare(result: Any) -> None:
         if sig.get("baseline"):
             note = "baseline" + (f" ({sig['reason']})" if sig.get("reason") else "")
         elif sig.get("p_value") is not None:
-            note = f"{sig['p_value']:.3g} ({sig['p_holm']:.3g})" + (" *" if sig["significant"] else "")
+            note = f"{sig['p_value']:.3g} ({sig['p_holm']:.3g})" + (f" {sig['mark']}" if sig.get("mark") else "")
         else:
             note = str(sig.get("reason"))
         table.add_row(group.label, str(len(group.runs)), *cells, diff, note)
@@ -194,7 +198,7 @@ def render_compare(result: Any) -> None:
     if result.baseline:
         console.print(
             f"Δ and p: per-user {metric} against [bold]{result.baseline}[/], users paired by id (each user's value "
-            f"averaged over seeds), Holm-corrected; * p < 0.05."
+            f"averaged over seeds), Holm-corrected; * p < 0.05, ** p < 0.01."
         )
     console.print(f"[bold]protocol:[/] {' | '.join(result.protocols)}")
     for name, path in result.outputs.items():
@@ -265,5 +269,183 @@ def render_options(groups: dict[str, list[tuple[str, str]]]) -> None:
         table.add_column(style="bold")
         table.add_column()
         for name, description in rows:
-            table.add_row(name, description)
+            table.add_row(name, escape(description))  # `pip install 'recsys[mlflow]'` is not markup
         console.print(table)
+
+
+def render_show(report: dict[str, Any]) -> None:
+    """`recsys show`: what a checkpoint holds, its metrics, its main settings and the run folder's files."""
+    model, data, training = report["model"], report["data"], report["training"]
+    table = Table(title=f"{model['name']} ({model['kind']}) on {data.get('name')}", show_header=False)
+    rows = [("checkpoint", report["checkpoint"]), ("run folder", report["run_dir"]), ("model class", model["class"])]
+    weights = f"{model['stored_weights']:,} in {model['stored_tensors']} tensors ({_size(model['stored_bytes'])})"
+    rows.append(("stored weights", weights))
+    for key in ("total_parameters", "trainable_parameters"):
+        if key in model:
+            rows.append((key.replace("_", " "), f"{model[key]:,}"))
+    for key in ("users", "items", "labels"):
+        if key in data:
+            rows.append((key, f"{data[key]:,}"))
+    rows += [("data fingerprint", data.get("fingerprint")), ("processed data", data.get("processed_data"))]
+    rows.append(("protocol", report["protocol"]))
+    if "epochs" in training:
+        rows.append(("epochs", f"{training['epochs']} (best {training.get('best_epoch')})"))
+    if "fit_seconds" in training:
+        rows.append(("fit", f"{training['fit_seconds']:.1f} s, {training['seconds_per_epoch']:.2f} s/epoch"))
+    if "peak_memory_mb" in training:
+        rows.append(("peak memory", f"{training['peak_memory_mb']:.0f} MB"))
+    if "checkpoint_epoch" in training:
+        rows.append(("weights from", f"epoch {training['checkpoint_epoch']}, step {training['checkpoint_step']:,}"))
+    written = report["written_by"]
+    version = f"recsys {written['recsys']}, pytorch_lightning {written['pytorch_lightning']}"
+    if written["recsys"] != written["this_recsys"]:
+        version += f" (this is recsys {written['this_recsys']})"
+    rows.append(("written by", version))
+    for name, value in rows:
+        if value is not None:
+            table.add_row(name, escape(str(value)))
+    console.print(table)
+    if report["metrics"]:
+        valid, test = report["metrics"]["valid"], report["metrics"]["test"]
+        names = list(dict.fromkeys(key.split("/", 1)[1] for key in [*valid, *test]))
+        console.print(_metric_table(valid, test, names, "key metrics"))
+    else:
+        console.print("no metrics.json beside the checkpoint: `recsys eval --checkpoint …` computes them.")
+    settings = Table(title="config (resolved)", show_header=False)
+    values = {**report["config"], **{f"model.{key}": value for key, value in model["settings"].items()}}
+    for key, value in values.items():
+        settings.add_row(key, escape(_short(value)))
+    settings.add_row("overrides", escape(" ".join(report["overrides"]) or "-"))
+    console.print(settings)
+    files = Table(title="files")
+    files.add_column("file")
+    files.add_column("size", justify="right")
+    for name, size in report["files"].items():
+        files.add_row(escape(name), _size(size))
+    console.print(files)
+
+
+# The order of metric rows: accuracy first, then beyond-accuracy; anything else after, by name.
+METRIC_ORDER = ("hr", "ndcg", "mrr", "recall", "precision", "coverage", "novelty", "arp")
+GROUP_METRICS = ("hr", "ndcg", "mrr")
+
+
+def _metric_table(valid: dict[str, float], test: dict[str, float], names: list[str], title: str) -> Table:
+    """The metrics ``names`` of both splits. Metrics at cut-offs make a grid, one row per metric (``hr``,
+    ``new_session/ndcg``, ...) and one column per split and K; others (accuracy, counts) one row each."""
+    at = [name for name in names if "@" in name]
+    if not at:
+        table = Table(title=title)
+        table.add_column("metric")
+        table.add_column("valid", justify="right")
+        table.add_column("test", justify="right")
+        for name in names:
+            table.add_row(name, _fmt(valid.get(f"val/{name}")), _fmt(test.get(f"test/{name}")))
+        return table
+    ks = sorted({int(name.rsplit("@", 1)[1]) for name in at})
+    bases = sorted({name.rsplit("@", 1)[0] for name in at}, key=_metric_rank)
+    # Subsets of users (new_session/, cold/, ...) show the ranking metrics; metrics.json keeps them all.
+    bases = [base for base in bases if "/" not in base or base.rpartition("/")[2] in GROUP_METRICS]
+    table = Table(title=title)
+    table.add_column("metric")
+    for split in ("valid", "test"):
+        for index, k in enumerate(ks):
+            table.add_column(f"{split} @{k}" if index == 0 else f"@{k}", justify="right")
+    for base in bases:
+        cells = [
+            _fmt(values.get(f"{prefix}/{base}@{k}")) for prefix, values in (("val", valid), ("test", test)) for k in ks
+        ]
+        table.add_row(base, *cells)
+    for name in sorted(set(names) - set(at), key=_metric_rank):  # no cut-off: under each split's first column
+        pad = [""] * (len(ks) - 1)
+        table.add_row(name, _count(valid.get(f"val/{name}")), *pad, _count(test.get(f"test/{name}")), *pad)
+    return table
+
+
+def _metric_rank(name: str) -> tuple[str, int, str]:
+    group, _, metric = name.rpartition("/")
+    return (group, METRIC_ORDER.index(metric) if metric in METRIC_ORDER else len(METRIC_ORDER), name)
+
+
+def _count(value: float | None) -> str:
+    return f"{value:,.0f}" if value is not None and float(value).is_integer() else _fmt(value)
+
+
+def render_json(report: dict[str, Any]) -> None:
+    """Plain JSON on stdout (no colour, no wrapping), for scripts."""
+    sys.stdout.write(json.dumps(report, indent=2, default=str) + "\n")
+
+
+def _size(size: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:,.0f} {unit}" if unit == "B" else f"{size:,.1f} {unit}"
+        size /= 1000
+    return f"{size} B"
+
+
+# --- JSON views: what `--json` prints on stdout, one document per command -------------------------------
+def json_preprocess(result: Any) -> dict[str, Any]:
+    return {
+        "title": result.title,
+        "summary": dict(result.summary),
+        "path": result.path,
+        "reused": result.reused,
+    }
+
+
+def json_train(result: Any) -> dict[str, Any]:
+    return {**result.metrics, "run_dir": result.run_dir, "best_checkpoint": result.best_checkpoint}
+
+
+def json_sweep(root: Path, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"sweep_folder": root, "jobs": rows}
+
+
+def json_eval(result: Any) -> dict[str, Any]:
+    return {**result.metrics, "output": result.output}
+
+
+def json_predict(result: Any) -> dict[str, Any]:
+    return {
+        "output": result.output,
+        "rows": result.rows,
+        "counts": result.counts,
+        "seconds": round(result.seconds, 4),
+        "rows_per_second": round(result.users_per_second, 1),
+    }
+
+
+def json_compare(result: Any) -> dict[str, Any]:
+    from recsys_cli.tasks.compare import summary_rows
+
+    return {
+        "groups": summary_rows(result),
+        "baseline": result.baseline,
+        "test": result.test,
+        "paired_metric": result.paired_metric,
+        "protocols": result.protocols,
+        "outputs": result.outputs,
+    }
+
+
+def json_tune(result: Any) -> dict[str, Any]:
+    return {
+        "study": result.study_name,
+        "storage": result.storage,
+        "metric": result.metric,
+        "direction": result.direction,
+        "best": result.best,
+        "trials": result.trials,
+        "pinned": result.pinned,
+        "outputs": result.outputs,
+    }
+
+
+def set_output(quiet: bool, as_json: bool) -> None:
+    """``-q``: no progress, no tables (errors and warnings still print on stderr). ``--json``: stdout holds
+    the one JSON document :func:`render_json` prints; progress stays on stderr."""
+    from recsys_cli.core.progress import set_quiet
+
+    set_quiet(quiet)
+    console.quiet = quiet or as_json

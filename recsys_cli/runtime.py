@@ -14,7 +14,10 @@ import sys
 import warnings
 from typing import Any
 
-_NOISY_LOGGERS = ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric", "torch.distributed")
+_NOISY_LOGGERS = (
+    *("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric", "torch.distributed"),
+    *("mlflow", "alembic"),  # logger=mlflow: its store announces every table it creates
+)
 _NOISY_WARNINGS = (
     r".*isinstance\(treespec, LeafSpec\).*",
     r".*does not have many workers.*",
@@ -24,6 +27,8 @@ _NOISY_WARNINGS = (
     r".*Checkpoint directory .* exists and is not empty.*",
     # The ranking evaluator gathers and reduces metrics itself before logging them.
     r".*It is recommended to use `self.log\(.*sync_dist=True.*",
+    # An empty evaluation split: training refuses one, and `recsys eval` says so in one `warning:` line.
+    r".*Total length of `(DataLoader|CombinedLoader)` across ranks is zero.*",
 )
 
 

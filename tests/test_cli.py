@@ -130,6 +130,10 @@ def test_help_and_argument_errors_do_not_import_torch():
     code = (
         "import sys; from typer.testing import CliRunner; from recsys_cli.cli import app; "
         "r = CliRunner().invoke(app, ['train', '--help']); assert r.exit_code == 0; "
+        "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0 and '--install-completion' in r.output; "
+        "r = CliRunner().invoke(app, ['show', '--help']); assert r.exit_code == 0; "
+        "env = {'_RECSYS_COMPLETE': 'complete_bash', 'COMP_WORDS': 'recsys train model=sa', 'COMP_CWORD': '2'}; "
+        "r = CliRunner().invoke(app, [], env=env, prog_name='recsys'); assert r.output == 'model=sasrec\\n', r.output; "
         "r = CliRunner().invoke(app, ['predict', '--top-k', '0']); "
         "heavy = [m for m in ('torch', 'pytorch_lightning', 'transformers') if m in sys.modules]; "
         "assert not heavy, heavy"
@@ -193,3 +197,18 @@ def test_list_shows_every_choice_of_every_group_with_a_line():
     assert "BERT4Rec (Sun et al. 2019)" in dict(describe_options("model"))["bert4rec"]
     bad = invoke("list", "nope")
     assert bad.exit_code == 2 and "unknown config group" in bad.output
+
+
+def test_tab_completes_config_choices_in_every_shell():
+    from recsys_cli.config import complete_override
+
+    assert complete_override([], "model=sa") == ["model=sasrec"]  # zsh, fish: one word
+    assert complete_override(["model", "="], "b") == ["bert4rec", "bert_intent", "bert_rating", "bpr"]  # bash
+    assert "logger=tensorboard" in complete_override(["data=ml100k"], "logger=")
+    assert complete_override([], "seed=4") == [] and complete_override([], "mod") == []
+
+
+def test_every_command_help_shows_a_worked_example():
+    for command in ("list", "preprocess", "train", "eval", "predict", "compare", "tune", "show"):
+        result = invoke(command, "--help")
+        assert result.exit_code == 0 and "E.g. `recsys " in result.output, command

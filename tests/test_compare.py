@@ -192,3 +192,45 @@ def test_a_multirun_sweep_feeds_compare(tiny, tmp_path):
     assert sasrec.significance["mean_diff"] == pytest.approx(
         per_user["ndcg@10"].mean() - pd.read_parquet(pop.runs[0].per_user_file("test"))["ndcg@10"].mean()
     )
+
+
+def test_marks_follow_the_corrected_p_value():
+    assert [task.mark(p) for p in (0.001, 0.0099, 0.01, 0.049, 0.05, 0.5, None)] == ["**", "**", "*", "*", "", "", ""]
+
+
+def test_the_plot_has_a_title_and_marks_over_the_tested_bars(planted):
+    root, _, _ = planted
+    result = task.compare([root])
+    figure = task.bar_chart(result)
+    (axes,) = figure.axes
+    assert figure._suptitle.get_text() == "test/ndcg@10, test/hr@10 on toy"
+    assert "against pop" in axes.get_title() and "** p < 0.01" in axes.get_title()
+    sasrec = result.groups[1]
+    assert sasrec.significance["p_holm"] < 0.01 and sasrec.significance["mark"] == "**"
+    (text,) = axes.texts  # one mark: sasrec over its test/ndcg@10 bar (the baseline has none)
+    stats = sasrec.stats["test/ndcg@10"]
+    assert text.get_text() == "**" and text.get_position()[1] == pytest.approx(stats["mean"] + stats["std"])
+    assert text.get_position()[0] == pytest.approx(0.2)  # metric 0, second of two bars 0.4 wide
+    labels = [t.get_text() for t in axes.get_legend().get_texts()]
+    assert labels == ["pop (n=2) — baseline", "sasrec (n=3)"]
+
+
+def test_group_by_and_ignore_pool_runs_that_differ_only_in_per_seed_paths(tmp_path):
+    rng = np.random.default_rng(2)
+    base = rng.uniform(0, 0.5, len(USERS))
+    make_run(tmp_path, "pop", "pop", 1, base)
+    for seed in (1, 2, 3):  # each seed starts from its own earlier checkpoint
+        starts = [f"model.init_from=runs/pretrain_{seed}", "model.lr=0.01"]
+        make_run(tmp_path, f"tuned_{seed}", "sasrec", seed, base + 0.1 + rng.normal(0, 0.02, len(USERS)), starts)
+    assert [len(g.runs) for g in task.compare([tmp_path]).groups] == [1, 1, 1, 1]
+    for options in ({"ignore": ["init_from"]}, {"group_by": ["model"]}, {"group_by": ["model.lr"]}):
+        _, tuned = task.compare([tmp_path], **options).groups
+        assert (tuned.model, len(tuned.runs), sorted(tuned.seeds)) == ("sasrec", 3, [1, 2, 3]), options
+        assert tuned.significance["n_users"] == len(USERS) and tuned.significance["mark"] == "**"
+    assert task.compare([tmp_path], group_by=["model.lr"]).groups[1].overrides == ["model.lr=0.01"]
+    result = runner.invoke(app, ["compare", str(tmp_path), "--ignore", "init_from,intent_checkpoint"])
+    assert result.exit_code == 0, result.output
+    assert "compare: 2 configuration(s)" in result.output and " **" in result.output
+    result = runner.invoke(app, ["compare", str(tmp_path), "--group-by", "model.lrr"])
+    assert result.exit_code == 2 and "--group-by model.lrr matches no override" in result.output
+    assert "model.init_from, model.lr" in result.output and len(result.output.strip().splitlines()) == 1

@@ -76,6 +76,8 @@ def test_every_trainer_option_has_valid_trainer_arguments(name):
 @pytest.mark.parametrize("name", group_options("logger"))
 def test_every_logger_option_builds(name, tmp_path):
     cfg = compose_config([f"logger={name}"])
+    if name in ("tensorboard", "mlflow", "wandb"):  # optional extras: tests/test_loggers.py covers them missing
+        pytest.importorskip(name)
     if cfg.logger.get("_target_"):
         assert instantiate(cfg.logger, save_dir=str(tmp_path)) is not None
 

@@ -161,3 +161,22 @@ def test_a_killed_sweep_resumes_without_training_finished_jobs_again(recipe, tmp
     assert _metrics(jobs[1])["resumed_after_epoch"] == 1
     assert "resumed_after_epoch" not in _metrics(jobs[2])
     assert len((root / "summary.csv").read_text().splitlines()) == 4
+
+
+def test_a_killed_intent_encoder_resumes_to_the_same_result(workdir, tiny_encoder, tmp_path):
+    from recsys_cli.data.synthetic import generate_shop
+
+    queries = generate_shop(n_users=120, n_categories=4).extra["queries"]
+    table = tmp_path / "queries.csv"
+    pd.DataFrame({"text": queries["query"], "label": queries["intent"]}).to_csv(table, index=False)
+    recipe = [*workdir, "model=bert_intent", f"model.encoder={tiny_encoder}", "data=text_table"]
+    recipe += [f"data.path={table}", "data.text.batch_size=32", "trainer.max_epochs=3", "logger=none"]
+    _train(["train", *recipe, "run.name=whole"])
+    whole = _metrics(tmp_path / "runs" / "whole")
+    killed = _kill_during(1, 1, ["train", *recipe, "run.name=killed"])
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    result = runner.invoke(app, ["train", "--resume", str(tmp_path / "runs" / "killed")])
+    assert result.exit_code == 0, result.output
+    resumed = _metrics(tmp_path / "runs" / "killed")
+    assert resumed["resumed_after_epoch"] == 1
+    assert (resumed["valid"], resumed["test"]) == (whole["valid"], whole["test"])

@@ -18,7 +18,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from recsys_cli.config import compose_config, make_run_dir, run_name, save_config, to_container
+from recsys_cli.config import build, compose_config, make_run_dir, run_name, save_config, to_container
 from recsys_cli.core.family import ModelFamily, Prepared, family_for, family_of_checkpoint
 from recsys_cli.core.progress import note
 from recsys_cli.data.spec import DataSpec
@@ -180,6 +180,7 @@ def train(
     ``resume_from``: a full ``last.ckpt`` of this run (in ``run_dir``) to continue from (see :mod:`.resume`).
     """
     from recsys_cli.checkpoint import CheckpointMetadata
+    from recsys_cli.evaluation.curves import write_learning_curves
 
     overrides = list(overrides or [])
     family = family_for(cfg)
@@ -195,8 +196,8 @@ def train(
     )
     model = build_model(cfg, data.spec)
     datamodule = family.datamodule(cfg, data, model)
-    run_dir = resolve_run_dir(cfg, run_dir)
-    before = family.before_fit(cfg, model, datamodule) if resume_from is None else {}
+    before = family.before_fit(cfg, model, datamodule)  # resuming too: caches and checks (weights come after)
+    run_dir = resolve_run_dir(cfg, run_dir)  # once the data and the model are known to be usable
     protocol = family.protocol(cfg, data)
     evaluator = family.evaluator(cfg, data)
     metadata = CheckpointMetadata(checkpoint_metadata(cfg, family, data, datamodule, protocol, overrides))
@@ -216,6 +217,8 @@ def train(
         **before,
     }
     metrics.update(family.reports(run_dir, evaluator, data, model, metrics))
+    if (curves := write_learning_curves(run_dir, cfg.train.monitor, cfg.train.mode)) is not None:
+        metrics.setdefault("reports", {})["learning_curves"] = str(curves)
     metrics["overrides"] = overrides
     atomic_write_json(run_dir / "metrics.json", metrics)
     return TrainResult(run_dir=run_dir, metrics=metrics, overrides=overrides)
@@ -237,7 +240,6 @@ def fit_and_test(
     the run has finished unless ``train.keep_last``. Returns the fit's epochs, timing and memory (None in DDP
     workers of rank > 0).
     """
-    from hydra.utils import instantiate
     from pytorch_lightning.callbacks import EarlyStopping, LambdaCallback, ModelCheckpoint
 
     from recsys_cli.checkpoint import RngState
@@ -261,7 +263,9 @@ def fit_and_test(
         latest = ModelCheckpoint(dirpath=folder, filename="last", save_top_k=1, enable_version_counter=False)
         saving += [latest, RngState()]
     stopper = EarlyStopping(monitor=train.monitor, mode=train.mode, patience=train.patience, min_delta=train.min_delta)
-    logger = instantiate(cfg.logger, save_dir=str(run_dir)) if cfg.logger.get("_target_") else False
+    logger = False
+    if cfg.logger.get("_target_"):
+        logger = build(cfg.logger, f"logger={cfg.logger._target_}", "check the logger.* keys.", save_dir=str(run_dir))
     trim = LambdaCallback(on_train_epoch_end=lambda *_: release_freed_memory())
     trainer = build_trainer(cfg, [*callbacks, *saving, stopper, trim], logger, run_dir)
 
@@ -277,7 +281,8 @@ def fit_and_test(
     fit_seconds = time.perf_counter() - start
     epochs = trainer.current_epoch
     best_path = best.best_model_path
-    if not best_path and trainer.global_step == 0:
+    counted = not best_path and trainer.global_step == 0
+    if counted:
         # A model fitted without optimiser steps (popularity, item-kNN): Lightning saves nothing by itself.
         best_path = str(folder / "best.ckpt")
         trainer.save_checkpoint(best_path, weights_only=True)
@@ -286,7 +291,8 @@ def fit_and_test(
             f"training produced no checkpoint (is {train.monitor} logged?); "
             "check train.monitor and trainer.limit_val_batches."
         )
-    best_epoch = _epochs_done(best_path)  # counted from 1, as the progress line shows them
+    # Counted from 1, as the progress line shows them (a checkpoint saved after fit holds the next epoch).
+    best_epoch = epochs if counted else _epochs_done(best_path)
     trainer.validate(model, datamodule=datamodule, ckpt_path=best_path, verbose=False)
     trainer.test(model, datamodule=datamodule, ckpt_path=best_path, verbose=False)
     if trainer.global_rank != 0:
@@ -386,6 +392,9 @@ def checkpoint_config(checkpoint: dict[str, Any], overrides: list[str]) -> DictC
 
 
 def run_dir_of(checkpoint: Path) -> Path:
+    """The run folder of a checkpoint file, or the folder itself when ``--checkpoint`` named a run folder."""
+    if checkpoint.is_dir():
+        return checkpoint
     return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
 
 

@@ -359,6 +359,11 @@ class SequenceDataModule(pl.LightningDataModule):
                     history_free=self.history_free,
                 )
 
+    def sizes(self) -> dict[str, int]:
+        """Training windows, and users evaluated in validation and test."""
+        self.setup()
+        return {"train": len(self._train), "valid": len(self._eval[VALID]), "test": len(self._eval[TEST])}
+
     def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool, sampler: Sampler | None = None) -> DataLoader:
         return DataLoader(
             dataset,

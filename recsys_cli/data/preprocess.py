@@ -26,7 +26,7 @@ from recsys_cli.data.base import ITEM, RATING, TEXT, TIME, TITLE, USER, SourceDa
 from recsys_cli.errors import RecsysError, warn
 from recsys_cli.io import atomic_folder
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # bump when processing changes its output: 2 reads ids as text (CSV "007" is not 7)
 TRAIN, VALID, TEST = 0, 1, 2
 SPLIT_NAMES = {TRAIN: "train", VALID: "valid", TEST: "test"}
 
@@ -113,23 +113,84 @@ def normalise_text(values: pd.Series) -> pd.Series:
     return text.str.replace(r"\s+", " ", regex=True).str.strip()
 
 
+def id_tokens(values: pd.Series) -> pd.Series:
+    """Ids as tokens (strings; missing stays missing): text as written without surrounding whitespace (blank
+    is missing), whole numbers without a decimal point. So JSON's 7, a Parquet float column's 7.0 (an integer
+    column with gaps) and a CSV's "7" or " 7" are one id, while the CSV texts "7.0" and "007" are two others
+    (CSV ids are read as text, never guessed to be numbers)."""
+    index = values.index
+    if pd.api.types.is_bool_dtype(values) or pd.api.types.is_integer_dtype(values):
+        present = values.notna().to_numpy()
+        tokens = np.full(len(values), np.nan, dtype=object)
+        tokens[present] = values[present].to_numpy().astype(str)
+        return pd.Series(tokens, index=index, dtype=object)
+    if pd.api.types.is_float_dtype(values):
+        return pd.Series(_number_tokens(values.to_numpy(dtype=np.float64, na_value=np.nan)), index=index, dtype=object)
+    if pd.api.types.infer_dtype(values, skipna=True) not in ("string", "empty"):
+        # JSON ids of several types in one column (7 and "a7"): the rare case that needs a look at each value.
+        values = values.map(_id_token, na_action="ignore")
+    text = values.astype(object).where(values.notna()).str.strip()
+    return text.where(text != "").astype(object)
+
+
+def _number_tokens(numbers: np.ndarray) -> np.ndarray:
+    finite = np.isfinite(numbers)  # inf and nan are no ids
+    whole = finite.copy()
+    whole[finite] = (np.mod(numbers[finite], 1) == 0) & (np.abs(numbers[finite]) < 2**63)
+    tokens = np.full(len(numbers), np.nan, dtype=object)
+    tokens[whole] = numbers[whole].astype(np.int64).astype(str)
+    tokens[finite & ~whole] = numbers[finite & ~whole].astype(str)
+    return tokens
+
+
+def _id_token(value: Any) -> Any:
+    if isinstance(value, bool | np.bool_):
+        return str(value)
+    if isinstance(value, float | np.floating):
+        return _number_tokens(np.asarray([value], dtype=np.float64))[0]
+    return str(value)
+
+
+# Times beyond this many units since the epoch are no times (int64 nanoseconds end at 9.2e18).
+MAX_TIME = 9e18
+
+
 def _numeric_time(column: pd.Series) -> pd.Series:
+    """Event times as float seconds (or whatever unit the numbers are in); missing, inf and nan are missing."""
     if pd.api.types.is_numeric_dtype(column):
-        return column.astype("float64")
-    numeric = pd.to_numeric(column, errors="coerce")
-    bad = numeric.isna() & column.notna()
-    if not bad.any():
-        return numeric.astype("float64")
-    # Not numbers: accept ISO dates / datetimes, as seconds since the epoch.
-    dates = pd.to_datetime(column, errors="coerce", utc=True, format="mixed")
-    bad_dates = dates.isna() & column.notna()
-    if bad_dates.any():
-        example = column[bad_dates].iloc[0]
+        numeric = column.astype("float64")
+    else:
+        numeric = pd.to_numeric(column, errors="coerce").astype("float64")
+        not_number = numeric.isna() & column.notna()
+        if not_number.any():
+            numeric = _date_seconds(column, not_number)
+    numeric = numeric.where(np.isfinite(numeric))
+    too_large = numeric.abs() > MAX_TIME
+    if too_large.any():
         raise RecsysError(
-            f"timestamp column has non-numeric values (e.g. '{example}'); give numbers (epoch seconds) or "
-            "ISO dates, or map another column with data.source.columns.time."
+            f"timestamp {numeric[too_large].iloc[0]:g} is out of range; give epoch seconds (or milliseconds) "
+            "or ISO dates, or map another column with data.source.columns.time."
         )
-    seconds = (dates - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
+    return numeric
+
+
+def _date_seconds(column: pd.Series, not_number: pd.Series) -> pd.Series:
+    """A time column that is not all numbers: ISO dates / datetimes as seconds since the epoch."""
+    dates = pd.to_datetime(column.where(not_number).astype(object), errors="coerce", utc=True, format="mixed")
+    neither = not_number & dates.isna()
+    if neither.any():
+        raise RecsysError(
+            f"timestamp column has non-numeric values that are no dates either (e.g. '{column[neither].iloc[0]}'); "
+            "give numbers (epoch seconds) or ISO dates, or map another column with data.source.columns.time."
+        )
+    numbers = column.notna() & ~not_number
+    if numbers.any():
+        raise RecsysError(
+            f"timestamp column mixes numbers (e.g. '{column[numbers].iloc[0]}') and dates (e.g. "
+            f"'{column[not_number].iloc[0]}'); give every time one way: epoch seconds or ISO dates."
+        )
+    # In the dates' own resolution: year 2999 is past what nanoseconds (pandas' default) can hold.
+    seconds = (dates - pd.Timestamp(0, tz="UTC").as_unit(dates.dt.unit)) // pd.Timedelta(seconds=1)
     return seconds.astype("float64")
 
 
@@ -202,13 +263,17 @@ def preprocess(
     raw_rows = len(frame)
     dropped: dict[str, int] = {}
     time = _numeric_time(frame[TIME])
-    rating = pd.to_numeric(frame[RATING], errors="coerce") if RATING in frame.columns else None
+    rating = None
+    if RATING in frame.columns:  # an unreadable, infinite or nan rating is no rating: a threshold drops it
+        rating = pd.to_numeric(frame[RATING], errors="coerce").astype("float64")
+        rating = rating.where(np.isfinite(rating))
 
-    missing = frame[USER].isna().to_numpy() | frame[ITEM].isna().to_numpy() | time.isna().to_numpy()
-    dropped["missing id or time"] = int(missing.sum())
     # Ids are tokens: compare them as strings so "1" and 1 from different files agree.
-    user_str = frame[USER].astype(str).to_numpy()
-    item_str = frame[ITEM].astype(str).to_numpy()
+    user_tokens, item_tokens = id_tokens(frame[USER]), id_tokens(frame[ITEM])
+    missing = user_tokens.isna().to_numpy() | item_tokens.isna().to_numpy() | time.isna().to_numpy()
+    dropped["missing id or time"] = int(missing.sum())
+    user_str = user_tokens.fillna("").to_numpy(dtype=object)
+    item_str = item_tokens.fillna("").to_numpy(dtype=object)
     user_codes, user_uniques = pd.factorize(user_str, sort=True)
     item_codes, item_uniques = pd.factorize(item_str, sort=True)
     keep = ~missing
@@ -285,7 +350,7 @@ def preprocess(
     items = _item_table(item_ids, data.items)
     users = pd.DataFrame({"user_idx": user_index.astype(np.int32), USER: user_uniques[kept_users].astype(str)})
     if data.users is not None and USER in data.users.columns:
-        side = data.users.assign(**{USER: data.users[USER].astype(str)}).drop_duplicates(USER)
+        side = data.users.assign(**{USER: id_tokens(data.users[USER])}).dropna(subset=[USER]).drop_duplicates(USER)
         users = users.merge(side, on=USER, how="left")
 
     n_users, n_items, n_rows = len(users), len(items), len(interactions)
@@ -306,7 +371,7 @@ def preprocess(
 def _item_table(item_ids: np.ndarray, side: pd.DataFrame | None) -> pd.DataFrame:
     items = pd.DataFrame({"item_idx": np.arange(1, len(item_ids) + 1, dtype=np.int32), ITEM: item_ids})
     if side is not None and ITEM in side.columns:
-        side = side.assign(**{ITEM: side[ITEM].astype(str)}).drop_duplicates(ITEM, keep="last")
+        side = side.assign(**{ITEM: id_tokens(side[ITEM])}).dropna(subset=[ITEM]).drop_duplicates(ITEM, keep="last")
         items = items.merge(side, on=ITEM, how="left")
     for column in (TITLE, TEXT):
         items[column] = normalise_text(items[column]) if column in items.columns else ""

@@ -12,6 +12,7 @@ import hashlib
 import json
 import re
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import pandas as pd
 
 from recsys_cli.data.base import ITEM, RATING, TEXT, TIME, TITLE, USER, SourceData
 from recsys_cli.data.queries import QUERY, REVIEW
-from recsys_cli.errors import RecsysError
+from recsys_cli.errors import RecsysError, warn
 
 TABLE_FORMATS = {
     ".csv": "csv",
@@ -66,9 +67,20 @@ def hash_files(paths: list[Path], extra: Any = None) -> str:
     return digest.hexdigest()
 
 
-def _check_columns(frame: pd.DataFrame, wanted: dict[str, str | None], where: str, config_key: str) -> None:
+def _check_columns(
+    frame: pd.DataFrame, wanted: dict[str, str | None], where: str, config_key: str, source_key: str | None = None
+) -> None:
+    """Each wanted column is in ``frame``. ``source_key`` (``data.source``): where the format and delimiter are
+    set, named when the header shows the file was split at the wrong delimiter."""
     for role, column in wanted.items():
         if column is not None and column not in frame.columns:
+            delimiter = header_delimiter(frame) if source_key else None
+            if delimiter is not None:
+                fix = f"{source_key}.format=tsv" if delimiter == "\t" else f"{source_key}.sep='{delimiter}'"
+                shown = "tab" if delimiter == "\t" else f"'{delimiter}'"
+                raise RecsysError(
+                    f"{where} has one column '{frame.columns[0]}': its fields look {shown}-separated; set {fix}."
+                )
             available = ", ".join(map(str, frame.columns[:20]))
             raise RecsysError(
                 f"column '{column}' ({role}) not found in {where}; available: {available}; "
@@ -292,43 +304,73 @@ class MovieLensSource(Source):
         return f"MovieLens ({self._variant()[0]}) at {self.path}"
 
 
-def read_table(path: Path, fmt: str = "auto", sep: str | None = None) -> pd.DataFrame:
-    """Read CSV/TSV/JSONL/Parquet (format from the extension unless given) into a DataFrame."""
+def read_table(path: Path, fmt: str = "auto", sep: str | None = None, text_columns: Sequence[str] = ()) -> pd.DataFrame:
+    """Read CSV/TSV/JSONL/Parquet (format from the extension unless given) into a DataFrame.
+
+    ``text_columns``: CSV/TSV columns read as written, not as the numbers a type guess would make of them
+    (ids: "007" is not 7, "7.0" is not "7"). A file that is not UTF-8 is read as Latin-1, with a warning.
+    """
     if fmt == "auto":
         fmt = TABLE_FORMATS.get(path.suffix.lower(), "")
         if not fmt:
             raise RecsysError(
                 f"cannot tell the format of '{path}' from its extension; set data.source.format=csv|tsv|jsonl|parquet."
             )
+    if fmt not in ("csv", "tsv", "jsonl", "parquet"):
+        raise RecsysError(f"unknown table format '{fmt}'; use csv, tsv, jsonl, parquet or hf.")
+    if path.stat().st_size == 0:
+        raise RecsysError(f"'{path}' is empty; give a file with a header and rows.")
     try:
         if fmt in ("csv", "tsv"):
-            delimiter = sep or ("\t" if fmt == "tsv" else ",")
-            frame = pd.read_csv(path, sep=delimiter, engine="pyarrow")
-            if not _has_undecoded_text(frame):
-                return frame
-            # Not UTF-8 (pyarrow keeps such a column as bytes): Latin-1 decodes any byte, so ids stay distinct.
-            warnings.warn(
-                f"'{path}' is not UTF-8; it is read as Latin-1 (re-encode it to UTF-8 if its text looks wrong).",
-                stacklevel=2,
-            )
-            return pd.read_csv(path, sep=delimiter, encoding="latin-1")
+            return _read_csv(path, sep or ("\t" if fmt == "tsv" else ","), text_columns)
         if fmt == "jsonl":
-            return pd.read_json(path, lines=True, dtype=False)
-        if fmt == "parquet":
-            return pd.read_parquet(path)
-    except (pd.errors.EmptyDataError, ValueError) as exc:
-        if path.stat().st_size == 0:
-            raise RecsysError(f"'{path}' is empty; give a file with a header and rows.") from None
-        raise RecsysError(
-            f"cannot read '{path}' as {fmt}: {str(exc).splitlines()[0]}; check the file and format."
-        ) from None
-    except Exception as exc:  # pyarrow raises its own error types for malformed CSV
-        if path.stat().st_size == 0:
-            raise RecsysError(f"'{path}' is empty; give a file with a header and rows.") from None
-        raise RecsysError(
-            f"cannot read '{path}' as {fmt}: {str(exc).splitlines()[0]}; check the file and format."
-        ) from None
-    raise RecsysError(f"unknown table format '{fmt}'; use csv, tsv, jsonl, parquet or hf.")
+            return _read_jsonl(path)
+        return pd.read_parquet(path)
+    except RecsysError:
+        raise
+    except Exception as exc:  # pandas, pyarrow and the JSON parser raise their own error types for malformed files
+        reason = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RecsysError(f"cannot read '{path}' as {fmt}: {reason}; check the file and format.") from None
+
+
+def _not_utf8(path: Path) -> None:
+    warn(f"'{path}' is not UTF-8; it is read as Latin-1 (re-encode it to UTF-8 if its text looks wrong).")
+
+
+def _read_csv(path: Path, delimiter: str, text_columns: Sequence[str]) -> pd.DataFrame:
+    options: dict[str, Any] = {"sep": delimiter, "engine": "pyarrow"}
+    frame = None
+    try:
+        frame = pd.read_csv(path, **options)
+    except UnicodeDecodeError:  # a header that is not UTF-8
+        pass
+    except pd.errors.ParserError as exc:
+        if "straddl" not in str(exc):
+            raise
+        # A line longer than pyarrow's read block (a long text, a huge history): the C parser has no such limit.
+        options = {"sep": delimiter, "low_memory": False}
+        frame = pd.read_csv(path, **options)
+    if frame is None or _has_undecoded_text(frame):
+        # Not UTF-8 (pyarrow keeps such a column as bytes): Latin-1 decodes any byte, so ids stay distinct.
+        _not_utf8(path)
+        options = {"sep": delimiter, "encoding": "latin-1", "low_memory": False}
+        frame = pd.read_csv(path, **options)
+    guessed = [c for c in dict.fromkeys(text_columns) if c in frame.columns and not _is_text(frame[c])]
+    if guessed:  # read again as text (pandas' pyarrow reader mistypes other columns when given dtypes)
+        frame[guessed] = pd.read_csv(path, usecols=guessed, dtype=str, **options)[guessed]
+    return frame
+
+
+def _is_text(values: pd.Series) -> bool:
+    return values.dtype == object or pd.api.types.is_string_dtype(values)
+
+
+def _read_jsonl(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_json(path, lines=True, dtype=False)
+    except UnicodeDecodeError:
+        _not_utf8(path)
+        return pd.read_json(path, lines=True, dtype=False, encoding="latin-1")
 
 
 def _has_undecoded_text(frame: pd.DataFrame) -> bool:
@@ -340,6 +382,15 @@ def _has_undecoded_text(frame: pd.DataFrame) -> bool:
             if first is not None and isinstance(values[first], bytes):
                 return True
     return False
+
+
+def header_delimiter(frame: pd.DataFrame) -> str | None:
+    """The delimiter a one-column table's header holds (``;`` in "user_id;item_id"): the file was read with
+    the wrong one. None when the header looks right."""
+    if len(frame.columns) != 1:
+        return None
+    header = str(frame.columns[0])
+    return next((sep for sep in ("\t", ";", "|", ",") if sep in header), None)
 
 
 def _looks_like_hub_name(path: str) -> bool:
@@ -376,12 +427,14 @@ class TableSource(Source):
         if self._is_hf():
             return self._read_hf()
         path = _require_path(self.path, "a table source")
+        # Ids as written: a guessed number type would make "7" and "7.0" one id, and "007" 7.
+        ids = [column for column in (self.columns.get("user"), self.columns.get("item")) if column]
         if path.is_dir():
             files = sorted(p for p in path.iterdir() if p.suffix.lower() in TABLE_FORMATS)
             if not files:
                 raise RecsysError(f"no CSV/TSV/JSONL/Parquet files in '{path}'; point data.path at a file.")
-            return pd.concat([read_table(p, self.format, self.sep) for p in files], ignore_index=True)
-        return read_table(path, self.format, self.sep)
+            return pd.concat([read_table(p, self.format, self.sep, ids) for p in files], ignore_index=True)
+        return read_table(path, self.format, self.sep, ids)
 
     def _read_hf(self) -> pd.DataFrame:
         import datasets
@@ -406,7 +459,7 @@ class TableSource(Source):
             raise RecsysError(f"'{self.path}' has no rows; give a file with interactions.")
         roles = {"user": USER, "item": ITEM, "time": TIME, "rating": RATING}
         wanted = {role: self.columns.get(role) for role in roles}
-        _check_columns(raw, wanted, str(self.path), "data.source.columns")
+        _check_columns(raw, wanted, str(self.path), "data.source.columns", "data.source")
         rename = {column: roles[role] for role, column in wanted.items() if column is not None}
         keep = list(rename)
         item_text = self.columns.get("item_text")
@@ -430,8 +483,8 @@ class TableSource(Source):
 
     def _read_items(self) -> pd.DataFrame:
         path = _require_path(self.items_path, "the item table")
-        raw = read_table(path, "auto")
         item = self.item_columns.get("item", self.columns.get("item"))
+        raw = read_table(path, "auto", text_columns=[item] if item else ())
         _check_columns(raw, {"item": item}, str(path), "data.source.item_columns")
         title, text = self.item_columns.get("title"), self.item_columns.get("text")
         where, key = str(path), "data.source.item_columns"

@@ -420,7 +420,7 @@ class TableTextSource(TextSource):
         parts = []
         for where, split, raw in self._tables():
             wanted = {"text_column": self.text_column, "label_column": self.label_column}
-            _check_columns(raw, {**wanted, "split_column": self.split_column}, where, CONFIG_KEY)
+            _check_columns(raw, {**wanted, "split_column": self.split_column}, where, CONFIG_KEY, CONFIG_KEY)
             _check_text_values(raw[self.text_column], self.text_column, where)
             if self.split_column is not None:
                 split = _canonical_splits(raw[self.split_column], where)

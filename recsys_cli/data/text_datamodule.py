@@ -86,6 +86,8 @@ def tokenize_split(
     """Token ids (flat) and row offsets, via a batched, cached ``datasets.map``."""
     import datasets
 
+    if not texts:  # an empty split (a tiny dataset): datasets.map would give a table without the column
+        return np.zeros(0, dtype=np.int64), np.zeros(1, dtype=np.int64)
     datasets.disable_progress_bars()
     table = datasets.Dataset.from_dict({"text": texts})
     kwargs: dict[str, Any] = {}

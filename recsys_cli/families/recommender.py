@@ -23,13 +23,14 @@ from recsys_cli.data.preprocess import (
     PreprocessConfig,
     Processed,
     fingerprint,
+    id_tokens,
     open_processed,
     prepare,
     processed_folder,
     train_item_counts,
 )
 from recsys_cli.data.spec import DataSpec
-from recsys_cli.errors import RecsysError
+from recsys_cli.errors import RecsysError, warn
 
 USER_COLUMN = "user_id"
 HISTORY_COLUMN = "history"
@@ -74,6 +75,9 @@ def prepare_interactions(
 def data_spec(processed: Processed, max_len: int) -> DataSpec:
     """Sizes, history length, training counts and the item table (item text features derive from it on demand)."""
     import torch
+
+    if max_len < 1:
+        raise RecsysError(f"data.max_len={max_len} must be at least 1 (items of history a model reads); e.g. 50.")
 
     from recsys_cli.data.queries import event_queries, next_queries, session_starts
 
@@ -135,6 +139,28 @@ def _prepared(processed: Processed, max_len: int, reused: bool = False, same: bo
     )
 
 
+def check_trainable(cfg: DictConfig, sizes: dict[str, int], processed: Processed) -> None:
+    """Training needs next-item targets and a validation split to early-stop on; a dataset too small for
+    either is a user error (Lightning would stop on a metric that was never logged)."""
+    counts = processed.meta["counts"]
+    size = f"{counts['users']:,} user(s), {counts['interactions']:,} event(s) after filtering"
+    if sizes["train"] == 0:
+        raise RecsysError(
+            f"data={cfg.data.name} is too small to train on: no user has two training events ({size}); "
+            "give more events per user."
+        )
+    if sizes["valid"] == 0:
+        held_out = (
+            "leave_one_out holds out a user's second-last event only when the user has 3+ events"
+            if cfg.data.split.kind == "leave_one_out"
+            else "no event fell in the validation share (data.split.valid_ratio)"
+        )
+        raise RecsysError(
+            f"data={cfg.data.name} is too small to validate on: no user has a validation event ({size}; "
+            f"{held_out}); give more events per user, or a larger data.split.valid_ratio."
+        )
+
+
 def eval_settings(cfg: DictConfig) -> dict[str, Any]:
     """The ``eval.*`` ranking settings (checkpoints written before sampled ranking existed: full)."""
     return {
@@ -162,6 +188,7 @@ class RecommenderFamily(ModelFamily):
         return _prepared(with_cold_start(cfg, processed), cfg.data.max_len, reused)
 
     def before_fit(self, cfg: DictConfig, model: Any, datamodule: Any) -> dict[str, Any]:
+        check_trainable(cfg, datamodule.sizes(), datamodule.processed)
         if not cfg.model.get("init_from"):
             return {}
         from recsys_cli.checkpoint import warm_start
@@ -203,6 +230,9 @@ class RecommenderFamily(ModelFamily):
             user_vocab=None if same else stored["user_ids"][1:],
             source_fingerprint=source_fp,
         )
+        empty = [split for split in ("valid", "test") if not processed.meta["splits"].get(split)]
+        if empty:
+            warn(f"data={cfg.data.name} has no {' or '.join(empty)} events; its metrics are left out.")
         return _prepared(with_cold_start(cfg, processed), max_len, reused, same)
 
     def datamodule(self, cfg: DictConfig, data: Prepared, model: Any) -> Any:
@@ -332,18 +362,55 @@ class RecommenderFamily(ModelFamily):
         user_ids[users["user_idx"].to_numpy()] = users["user_id"].astype(str).to_numpy()
         return {"per_user": write_per_user(evaluator.per_user, user_ids, Path(folder) / "per_user")}
 
+    def baselines(self, cfg: DictConfig, data: Prepared) -> dict[str, dict[str, float]]:
+        """`recsys eval --baselines`: the popularity model counted on the evaluated data's training split, under
+        the same protocol and evaluator as the checkpoint, i.e. the test metrics `model=pop` would reach there."""
+        from recsys_cli.core.run import build_trainer
+        from recsys_cli.models.pop import Pop
+
+        pop = Pop(n_items=data.spec.n_items, max_len=data.spec.max_len)
+        evaluator = self.evaluator(cfg, data)
+        # One counting pass over every training window, no validation; then every test user, in one process.
+        trainer = build_trainer(
+            cfg,
+            [evaluator],
+            logger=False,
+            run_dir=None,
+            max_epochs=1,
+            limit_train_batches=1.0,
+            limit_val_batches=0,
+            limit_test_batches=1.0,
+            enable_checkpointing=False,
+            devices=1,
+            num_nodes=1,
+            strategy="auto",
+        )
+        datamodule = self.datamodule(cfg, data, pop)
+        trainer.fit(pop, datamodule=datamodule)
+        trainer.test(pop, datamodule=datamodule, verbose=False)
+        return {"popularity (training split)": evaluator.results["test"]}
+
     def predict(self, checkpoint: dict[str, Any], request: PredictRequest) -> PredictResult:
         return recommend(checkpoint, request)
 
 
 # --- predict ----------------------------------------------------------------------------------------
 def read_requests(path: Path, model_name: str = "the recommender") -> pd.DataFrame:
-    from recsys_cli.data.sources import read_table
+    from recsys_cli.data.sources import header_delimiter, read_table
 
     if not path.is_file():
         raise RecsysError(f"input file '{path}' not found; pass --input users.csv (columns user_id and/or history).")
-    frame = read_table(path)
+    frame = read_table(path, text_columns=[USER_COLUMN, HISTORY_COLUMN])  # CSV ids as written, as in training
+    if len(frame) == 0:
+        raise RecsysError(f"'{path}' has no rows; give one row per user or history to recommend for.")
     if not {USER_COLUMN, HISTORY_COLUMN, QUERY_COLUMN} & set(frame.columns):
+        delimiter = header_delimiter(frame)
+        if delimiter is not None:
+            shown = "tab" if delimiter == "\t" else f"'{delimiter}'"
+            raise RecsysError(
+                f"'{path}' has one column '{frame.columns[0]}': its fields look {shown}-separated; save it "
+                "comma-separated (.csv) or tab-separated (.tsv)."
+            )
         if "text" in frame.columns:
             raise RecsysError(
                 f"'{path}' holds texts, but the checkpoint is a recommender (model={model_name}) that needs "
@@ -362,9 +429,8 @@ def history_tokens(column: pd.Series) -> pd.DataFrame:
     values = column.map(lambda v: v.tolist() if isinstance(v, np.ndarray) else v)
     is_text = values.map(lambda v: isinstance(v, str))
     values = values.where(~is_text, values[is_text].astype(str).str.strip().str.split(r"[\s,]+", regex=True))
-    exploded = values.explode()
-    exploded = exploded[exploded.notna() & (exploded.astype(str) != "")]
-    frame = pd.DataFrame({"row": exploded.index.to_numpy(), "item": exploded.astype(str).to_numpy()})
+    exploded = id_tokens(values.explode()).dropna()
+    frame = pd.DataFrame({"row": exploded.index.to_numpy(), "item": exploded.to_numpy(dtype=object)})
     frame["pos"] = frame.groupby("row").cumcount()
     return frame
 
@@ -374,23 +440,27 @@ def request_histories(requests: pd.DataFrame, data: dict[str, Any]) -> dict[str,
 
     The history is the stored events of a known user, then the given items. Given items carry no time:
     they take the time of the row's last stored event (0 without one), i.e. "just now" for models that
-    read event times. ``users`` is the user index of each row (0: unknown or none given). ``queries``: the
-    stored query index of each event (a checkpoint of a model that reads queries keeps them; 0: none).
+    read event times. ``users`` is the user index of each row (0: unknown or none given), ``user_ids`` its
+    user id as a token (:func:`~recsys_cli.data.preprocess.id_tokens`, None where none is given). ``queries``:
+    the stored query index of each event (a checkpoint of a model that reads queries keeps them; 0: none).
     """
     from recsys_cli.data.datamodule import csr_rows
 
     n = len(requests)
     counts: dict[str, int] = {"rows": n}
     users = np.zeros(n, dtype=np.int64)
+    user_ids = np.full(n, None, dtype=object)  # rows without a user keep None (pandas would put NaN back)
     parts = []
     if USER_COLUMN in requests.columns:
-        user_index = pd.Index(data["user_ids"])
-        user_idx = user_index.get_indexer(requests[USER_COLUMN].astype(str).to_numpy())
-        user_idx[requests[USER_COLUMN].isna().to_numpy()] = -1
+        user_tokens = id_tokens(requests[USER_COLUMN].reset_index(drop=True))
+        user_idx = pd.Index(data["user_ids"]).get_indexer(user_tokens.fillna("").to_numpy(dtype=object))
+        no_user = user_tokens.isna().to_numpy()
+        user_idx[no_user] = -1
+        user_ids[~no_user] = user_tokens[~no_user].to_numpy(dtype=object)
         known = np.flatnonzero(user_idx > 0)
         users[known] = user_idx[known]
         counts["known users"] = len(known)
-        counts["unknown users"] = int((user_idx < 0).sum() - requests[USER_COLUMN].isna().sum())
+        counts["unknown users"] = int((user_idx < 0).sum() - no_user.sum())
         indptr = data["history_indptr"].numpy()
         batch_row, items = csr_rows(indptr, data["history_items"].numpy().astype(np.int64), user_idx[known])
         stored_times = data.get("history_times")
@@ -429,6 +499,7 @@ def request_histories(requests: pd.DataFrame, data: dict[str, Any]) -> dict[str,
         "times": events["time"].to_numpy().astype(np.int64),
         "queries": events["query"].to_numpy(),
         "users": users,
+        "user_ids": user_ids,
         "counts": counts,
     }
 
@@ -530,10 +601,7 @@ def recommend(checkpoint: dict[str, Any], request: PredictRequest) -> PredictRes
     popularity = data["item_popularity"].clone()
     popularity[0] = -torch.inf
     k = min(request.top_k, len(item_ids) - 1)
-    user_column = np.full(len(requests), None, dtype=object)
-    if USER_COLUMN in requests.columns:  # rows without a user keep None (pandas' where() would put NaN back)
-        given_user = requests[USER_COLUMN].notna().to_numpy()
-        user_column[given_user] = requests[USER_COLUMN][given_user].astype(str).to_numpy()
+    user_column = histories["user_ids"]
     table = model.item_table().detach() if request.explain else None
     reads_queries = getattr(model, "query_encoder_name", None) is not None
     if reads_queries:

@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 from recsys_cli.config import build, to_container
 from recsys_cli.core.family import ModelFamily, PredictRequest, PredictResult, Prepared
 from recsys_cli.data.spec import DataSpec
-from recsys_cli.errors import RecsysError
+from recsys_cli.errors import RecsysError, warn
 
 
 def prepare_texts(cfg: DictConfig, label_names: list[str] | None = None, force: bool = False) -> Any:
@@ -141,6 +141,9 @@ class TextFamily(ModelFamily):
                 return _prepared(cfg.data.name, splits, reused=True, same=True)
         # The checkpoint's label map is kept (labels new in this data are appended and count as errors).
         splits, reused = prepare_texts(cfg, label_names=stored["label_names"] or None)
+        empty = [split for split in ("valid", "test") if len(getattr(splits, split)) == 0]
+        if empty:
+            warn(f"data={cfg.data.name} has no {' or '.join(empty)} texts; its metrics are left out.")
         return _prepared(cfg.data.name, splits, reused, same=splits.fingerprint == stored["fingerprint"])
 
     def datamodule(self, cfg: DictConfig, data: Prepared, model: Any) -> Any:
@@ -148,6 +151,11 @@ class TextFamily(ModelFamily):
 
         text = cfg.data.text
         splits = data.content
+        if text.max_length < 2:
+            raise RecsysError(
+                f"data.text.max_length={text.max_length} leaves no room for a text besides the encoder's start and "
+                "end tokens; pass at least 2 tokens, e.g. data.text.max_length=64."
+            )
         return TextDataModule(
             splits,
             model.tokenizer,
@@ -164,6 +172,14 @@ class TextFamily(ModelFamily):
         if self.previous is not None:
             model.warm_start(self.previous)
         datamodule.setup()
+        sizes = {split: len(datamodule.data[split]) for split in ("train", "valid")}
+        if not all(sizes.values()):
+            # Lightning would early-stop on a metric that was never logged.
+            raise RecsysError(
+                f"data={cfg.data.name} is too small to train and validate on ({sizes['train']} training and "
+                f"{sizes['valid']} validation texts after cleaning); give more texts per label (a label needs 3+ "
+                "for a validation share), or a larger data.text.valid_ratio."
+            )
         cache_seconds = 0.0
         if cfg.model.get("finetune") == "frozen":
             # The encoder never changes: its pooled outputs are computed once, epochs then train the head.
@@ -301,6 +317,8 @@ def predict_texts(checkpoint: dict[str, Any], request: PredictRequest) -> Predic
     if not input_path.is_file():
         raise RecsysError(f"input file '{input_path}' not found; pass --input texts.csv with a '{text_column}' column.")
     frame = read_table(input_path)
+    if len(frame) == 0:
+        raise RecsysError(f"'{input_path}' has no rows; give one text per row in a '{text_column}' column.")
     if text_column not in frame.columns:
         raise RecsysError(
             f"'{input_path}' has no '{text_column}' column (found: {', '.join(map(str, frame.columns[:10]))}); "

@@ -9,7 +9,12 @@ users paired by their dataset id after averaging each user's value over the grou
 - ``wilcoxon``: the Wilcoxon signed-rank test (Wilcoxon 1945), free of the normality assumption.
 
 p-values are Holm-corrected across the comparisons (Holm 1979, "A simple sequentially rejective
-multiple test procedure"); a group is marked significant when its corrected p is below 0.05.
+multiple test procedure"); a group is marked significant when its corrected p is below 0.05 (``*``; ``**``
+below 0.01).
+
+What makes a configuration can be narrowed: ``group_by`` keeps only the named override keys (beside the
+model and the data), ``ignore`` drops some (``init_from``: runs that each start from their own seed's
+checkpoint then pool into one group).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from recsys_cli.io import atomic_path, atomic_write_json
 
 TESTS = ("ttest", "wilcoxon")
 ALPHA = 0.05
+MARKS = ((0.01, "**"), (ALPHA, "*"))  # significance marks by corrected p-value, strictest first
 # Override keys (and their subkeys) that do not change what is trained: runs differing only in these
 # belong together. `model=`/`data=` themselves are left out too: the group names them already.
 NOT_CONFIGURATION = ("seed", "run.name", "paths", "tune")
@@ -124,22 +130,48 @@ def _read_metrics(path: Path) -> dict[str, Any]:
     return metrics
 
 
-def configuration(run: Run) -> tuple[str, str, tuple[str, ...]]:
-    """What identifies a run's configuration: model, data and the overrides that are not seeds or paths."""
+def override_key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def key_matches(key: str, names: list[str] | tuple[str, ...]) -> bool:
+    """``key`` is one of ``names``, lies below one (``model`` covers ``model.lr``) or ends with one
+    (``init_from`` covers ``model.init_from``)."""
+    return any(key == name or key.startswith(f"{name}.") or key.endswith(f".{name}") for name in names)
+
+
+def configuration(
+    run: Run, group_by: list[str] | None = None, ignore: list[str] | None = None
+) -> tuple[str, str, tuple[str, ...]]:
+    """What identifies a run's configuration: model, data and the overrides that are not seeds or paths;
+    with ``group_by``, only the overrides of those keys; never those of the keys in ``ignore``."""
     kept = []
     for override in run.metrics.get("overrides") or []:
-        key = override.split("=", 1)[0].lstrip("+~")
+        key = override_key(override)
         ignored = key in NAMED or any(key == k or key.startswith(f"{k}.") for k in NOT_CONFIGURATION)
-        if not ignored:
+        if group_by is not None and not key_matches(key, [k for k in group_by if k not in NAMED]):
+            ignored = True
+        if not ignored and not (ignore and key_matches(key, ignore)):
             kept.append(override)
     return str(run.metrics.get("model")), str(run.metrics.get("data")), tuple(sorted(kept))
 
 
-def group_runs(runs: list[Run]) -> list[Group]:
+def check_keys(runs: list[Run], option: str, keys: list[str]) -> None:
+    """Every key of ``option`` must name an override of some run: a typo in ``--group-by`` would pool silently."""
+    seen = sorted({override_key(o) for run in runs for o in run.metrics.get("overrides") or []} - set(NAMED))
+    for key in keys:
+        if key not in NAMED and not any(key_matches(found, [key]) for found in seen):
+            raise RecsysError(
+                f"{option} {key} matches no override of these runs (they set: {', '.join(seen) or 'none'}); "
+                f"check the key, e.g. {option} {seen[0] if seen else 'model'}."
+            )
+
+
+def group_runs(runs: list[Run], group_by: list[str] | None = None, ignore: list[str] | None = None) -> list[Group]:
     """Runs grouped by :func:`configuration`, in order of first appearance, with short distinct labels."""
     grouped: dict[tuple[str, str, tuple[str, ...]], list[Run]] = {}
     for run in runs:
-        grouped.setdefault(configuration(run), []).append(run)
+        grouped.setdefault(configuration(run, group_by, ignore), []).append(run)
     keys = list(grouped)
     shared = set.intersection(*(set(key[2]) for key in keys))
     several_data = len({key[1] for key in keys}) > 1
@@ -244,8 +276,14 @@ def compare(
     allow_mixed_protocols: bool = False,
     plot: Path | None = None,
     output: Path | None = None,
+    group_by: list[str] | None = None,
+    ignore: list[str] | None = None,
 ) -> CompareResult:
-    """Group the runs under ``paths``, summarise ``metrics`` and test each group against the baseline."""
+    """Group the runs under ``paths``, summarise ``metrics`` and test each group against the baseline.
+
+    ``group_by``: the override keys that make a configuration besides model and data (default: every one but
+    seeds and paths); ``ignore``: keys that never do (e.g. ``init_from``).
+    """
     metrics = list(metrics or ["test/ndcg@10", "test/hr@10"])
     if test not in TESTS:
         raise RecsysError(f"--test {test} is not a test we run; choose one of: {', '.join(TESTS)}.")
@@ -268,7 +306,8 @@ def compare(
             f"metric {unknown[0]} is in none of the runs; choose from: {', '.join(sorted(available))} "
             "(e.g. --metrics test/ndcg@10,test/hr@10)."
         )
-    groups = group_runs(runs)
+    check_keys(runs, "--group-by", list(group_by or []))  # (an --ignore that matches nothing changes nothing)
+    groups = group_runs(runs, group_by, ignore)
     for group in groups:
         summarise(group, metrics)
     base, missing = find_baseline(groups, baseline)
@@ -302,6 +341,12 @@ def _test_against(groups: list[Group], base: Group | None, missing: str | None, 
     for group, adjusted in zip(tested, holm([g.significance["p_value"] for g in tested])):
         group.significance["p_holm"] = adjusted
         group.significance["significant"] = adjusted < ALPHA
+        group.significance["mark"] = mark(adjusted)
+
+
+def mark(p_value: float | None) -> str:
+    """``**`` for p < 0.01, ``*`` for p < 0.05, else nothing."""
+    return next((text for limit, text in MARKS if p_value is not None and p_value < limit), "")
 
 
 def summary_rows(result: CompareResult) -> list[dict[str, Any]]:
@@ -326,6 +371,7 @@ def summary_rows(result: CompareResult) -> list[dict[str, Any]]:
                 "p_value": sig.get("p_value"),
                 "p_holm": sig.get("p_holm"),
                 "significant": sig.get("significant"),
+                "mark": sig.get("mark"),
                 "paired_users": sig.get("n_users"),
                 "note": sig.get("reason"),
             }
@@ -351,7 +397,16 @@ def write_summary(result: CompareResult, path: Path) -> Path:
 
 
 def save_bar_chart(result: CompareResult, path: Path) -> Path:
-    """Bars of each metric's mean per group with ±std error bars (PNG, written atomically)."""
+    """:func:`bar_chart` as a PNG, written atomically."""
+    figure = bar_chart(result)
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    return path
+
+
+def bar_chart(result: CompareResult) -> Any:
+    """Bars of each metric's mean per group with ±std error bars, titled by metrics and data, with the paired
+    test's marks (``*``, ``**``) over the paired metric's bars (a matplotlib Figure on the Agg canvas)."""
     import numpy as np
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -362,15 +417,31 @@ def save_bar_chart(result: CompareResult, path: Path) -> Path:
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     positions = np.arange(n_metrics)
+    paired = result.metrics.index(result.paired_metric) if result.paired_metric in result.metrics else None
+    top = 0.0
     for index, group in enumerate(result.groups):
-        means = [group.stats[m]["mean"] or 0.0 for m in result.metrics]
-        stds = [group.stats[m]["std"] or 0.0 for m in result.metrics]
-        label = f"{group.label} (n={len(group.runs)})"
-        axes.bar(positions + (index - (n_groups - 1) / 2) * width, means, width, yerr=stds, capsize=3, label=label)
+        means = np.array([group.stats[m]["mean"] or 0.0 for m in result.metrics])
+        stds = np.array([group.stats[m]["std"] or 0.0 for m in result.metrics])
+        significance = mark(group.significance.get("p_holm"))
+        label = f"{group.label} (n={len(group.runs)})" + (" — baseline" if group.significance.get("baseline") else "")
+        if significance and paired is None:  # no bar of the tested metric to mark: the legend carries it
+            label += f" {significance}"
+        x = positions + (index - (n_groups - 1) / 2) * width
+        axes.bar(x, means, width, yerr=stds, capsize=3, label=label)
+        top = max(top, float((means + stds).max()))
+        if significance and paired is not None:
+            axes.text(x[paired], means[paired] + stds[paired], significance, ha="center", va="bottom")
+    axes.set_ylim(top=top * 1.15 or 1.0)
     axes.set_xticks(positions, result.metrics)
     axes.set_ylabel("mean ± std over seeds")
+    datasets = ", ".join(dict.fromkeys(group.data for group in result.groups))
+    figure.suptitle(f"{', '.join(result.metrics)} on {datasets}", fontsize=10)
+    if result.baseline:
+        axes.set_title(
+            f"* p < 0.05, ** p < 0.01: paired {result.test} of per-user {result.paired_metric} "
+            f"against {result.baseline}, Holm-corrected",
+            fontsize=7,
+        )
     # Labels can be long (the overrides that differ): the legend goes under the axes, one line each.
     axes.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), frameon=False)
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    return path
+    return figure
