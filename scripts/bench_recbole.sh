@@ -37,7 +37,7 @@ PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
 if [ -z "${RECSYS:-}" ]; then
   if [ -x .venv/bin/recsys ]; then RECSYS=.venv/bin/recsys; else RECSYS=recsys; fi
 fi
-GENERAL=" pop bpr itemknn twotower "  # models that rank without order: RecBole masks their history
+GENERAL=" pop bpr itemknn ease twotower "  # models that rank without order: RecBole masks their history
 RECBOLE_MODELS=" pop bpr itemknn gru4rec sasrec bert4rec "
 
 if [ ! -f "$DATA/ml-100k.inter" ]; then

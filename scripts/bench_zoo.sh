@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every recommender on MovieLens-100K: leave-one-out by time, full ranking over all items, several seeds.
 # Each model trains with early stopping on validation NDCG@10 under its usual protocol (general models
-# -- pop, bpr, itemknn, twotower -- with the user's history masked, as RecBole does; sequential ones
+# -- pop, bpr, itemknn, ease, twotower -- with the user's history masked, as RecBole does; sequential ones
 # without), then its best checkpoint is evaluated again under the other masking, so every model has
 # numbers under both protocols. Prints one table (test NDCG@10 / HR@10 mean ± std over seeds, epochs,
 # fit time, seconds per epoch, peak memory, time to evaluate all test users) and writes
@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 if [ -z "${RECSYS:-}" ]; then  # the project's venv (make test / make demo create it), else recsys on PATH
   if [ -x .venv/bin/recsys ]; then RECSYS=$PWD/.venv/bin/recsys; else RECSYS=recsys; fi
 fi
-MODELS=${MODELS:-"pop bpr itemknn twotower gru4rec sasrec bert4rec hstu"}
+MODELS=${MODELS:-"pop bpr itemknn ease twotower gru4rec sasrec bert4rec hstu"}
 SEEDS=${SEEDS:-"1 2 3"}
 JOBS=${JOBS:-1}
 OUT=${OUT:-runs/bench_zoo}
@@ -26,7 +26,7 @@ export EXTRA
 
 one_run() {
   local model=$1 seed=$2 masked=true other=false
-  case $model in pop | bpr | itemknn | twotower) ;; *) masked=false other=true ;; esac
+  case $model in pop | bpr | itemknn | ease | twotower) ;; *) masked=false other=true ;; esac
   local name=${model}_s${seed}
   OMP_NUM_THREADS=$THREADS $RECSYS train model="$model" data=ml100k seed="$seed" eval.mask_history=$masked \
       logger=csv trainer.enable_progress_bar=false paths.runs_dir="$OUT" run.name="$name" $EXTRA > "$OUT/$name.log" 2>&1

@@ -2,7 +2,7 @@
 Deshpande & Karypis 2004, "Item-based top-N recommendation algorithms", ACM TOIS).
 
 "Training" is one pass over the training windows that collects the (user, item) pairs of the binary
-interaction matrix ``X`` (summed across processes), then, without gradients,
+interaction matrix ``X`` (:class:`~recsys_cli.models.closed_form.FitOnInteractions`), then, without gradients,
 
     sim(i, j) = (X^T X)_ij / (||x_i|| ||x_j|| + shrink),     sim(i, i) = 0,
 
@@ -29,7 +29,7 @@ import warnings
 import torch
 
 from recsys_cli.data import batch as keys
-from recsys_cli.models.base import Recommender
+from recsys_cli.models.closed_form import FitOnInteractions, recent_history
 
 BLOCK_CELLS = 1 << 24  # similarity rows are computed dense, this many cells (64 MiB of float32) at a time
 NEIGHBOURS = ("target", "history")
@@ -82,7 +82,7 @@ def cosine_neighbours(
     return neighbour_items, neighbour_weights
 
 
-class ItemKNN(Recommender):
+class ItemKNN(FitOnInteractions):
     def __init__(
         self,
         n_items: int,
@@ -105,7 +105,6 @@ class ItemKNN(Recommender):
         if neighbours not in NEIGHBOURS:
             raise RecsysError(f"unknown model.neighbours={neighbours!r}; use one of {', '.join(NEIGHBOURS)}.")
         self.save_hyperparameters()
-        self.automatic_optimization = False
         self.shrink = shrink
         self.neighbours = neighbours
         self.history_len = history_len
@@ -114,53 +113,16 @@ class ItemKNN(Recommender):
         self.k = max(1, min(k_neighbors, n_items - 1))
         self.register_buffer("neighbour_items", torch.zeros(n_items + 1, self.k, dtype=torch.long))
         self.register_buffer("neighbour_weights", torch.zeros(n_items + 1, self.k))
-        self._pairs: list[torch.Tensor] = []
 
-    def on_train_epoch_start(self) -> None:
-        self._pairs = []
-
-    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        # Every item of a window belongs to the window's user: history and targets alike (the indicator
-        # matrix is binary, so items repeated across overlapping windows count once).
-        window = torch.cat([batch[keys.HISTORY], batch[keys.NEXT_ITEMS]], dim=1)
-        rows, columns = (window > 0).nonzero(as_tuple=True)
-        self._pairs.append((batch[keys.USERS][rows] * (self.n_items + 1) + window[rows, columns]).unique())
-        return torch.zeros((), device=self.device)
-
-    def on_validation_epoch_start(self) -> None:
-        # Lightning validates before on_train_epoch_end, so the neighbours are built here, once.
-        if self._pairs:
-            self.fit_neighbours()
-
-    def on_train_epoch_end(self) -> None:
-        super().on_train_epoch_end()
-        if self._pairs:
-            self.fit_neighbours()
-        self.trainer.should_stop = True  # one pass sees every pair; more epochs would find the same ones
-
-    def fit_neighbours(self) -> None:
-        """Gather the pairs of every process and build the neighbour lists."""
-        pairs = torch.cat(self._pairs).unique()
-        self._pairs = []
-        if self._trainer is not None and self.trainer.world_size > 1:
-            sizes = self.all_gather(torch.tensor(len(pairs), device=self.device)).flatten()
-            padded = torch.full((int(sizes.max()),), -1, dtype=pairs.dtype, device=self.device)
-            padded[: len(pairs)] = pairs
-            pairs = self.all_gather(padded).flatten()
-            pairs = pairs[pairs >= 0].unique()
-        pairs = pairs.cpu()
-        items, weights = cosine_neighbours(
-            pairs // (self.n_items + 1), pairs % (self.n_items + 1), self.n_items, self.k, self.shrink
-        )
-        self.neighbour_items.copy_(items)
+    def fit_interactions(self, users: torch.Tensor, items: torch.Tensor) -> None:
+        neighbours, weights = cosine_neighbours(users, items, self.n_items, self.k, self.shrink)
+        self.neighbour_items.copy_(neighbours)
         self.neighbour_weights.copy_(weights)
         self._target_scores = None
 
     def score_all(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         history = batch[keys.HISTORY]  # left-padded: the most recent item last
-        if self.history_len is not None:
-            history = history[:, -self.history_len :]
-        history = distinct(history)  # padding (item 0) has no neighbours: weight 0
+        history = distinct(recent_history(history, self.history_len))  # padding (item 0) has no neighbours: weight 0
         scores = torch.zeros(history.shape[0], self.n_items + 1, device=history.device)
         if self.neighbours == "target":
             indicator = scores.scatter(1, history, 1.0)
@@ -185,6 +147,3 @@ class ItemKNN(Recommender):
                     rows, columns.flatten(), values.flatten(), (self.n_items + 1,) * 2, check_invariants=False
                 )
         return self._target_scores
-
-    def configure_optimizers(self) -> None:
-        return None

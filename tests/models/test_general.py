@@ -25,6 +25,7 @@ from recsys_cli.data.spec import DataSpec
 from recsys_cli.errors import RecsysError
 from recsys_cli.families.recommender import prepare_interactions
 from recsys_cli.models.bpr import BPR, positive_pairs
+from recsys_cli.models.ease import EASE, ease_weights
 from recsys_cli.models.itemknn import ItemKNN, cosine_neighbours
 from recsys_cli.models.twotower import TwoTower, in_batch_logits
 from recsys_cli.tasks import evaluate, predict, train
@@ -66,6 +67,7 @@ DATA = [
 MODELS = {
     "bpr": ["model=bpr", "trainer.max_epochs=10", "model.lr=0.05"],
     "itemknn": ["model=itemknn", "model.k_neighbors=20"],
+    "ease": ["model=ease", "model.reg_weight=10"],
     "twotower": ["model=twotower", "trainer.max_epochs=6", "model.lr=0.005", "model.hidden_size=32"],
 }
 
@@ -212,6 +214,27 @@ def test_bpr_scores_known_users_by_embedding_and_unknown_users_by_fold_in():
 # --- ItemKNN -------------------------------------------------------------------------------------
 
 
+def test_ease_weights_are_the_constrained_ridge_regression_of_every_item_on_the_others():
+    rng = np.random.default_rng(0)
+    x = (rng.random((30, 6)) < 0.4).astype(np.float64)  # users x items 1..6
+    users, items = np.nonzero(x)
+    weights = ease_weights(torch.from_numpy(users), torch.from_numpy(items + 1), n_items=6, reg_weight=2.0).numpy()
+    assert np.all(weights[0] == 0) and np.all(weights[:, 0] == 0) and np.all(np.diag(weights) == 0)
+    b = weights[1:, 1:]
+    # Steck's closed form is the minimiser of ||X - XB||^2 + reg ||B||^2 subject to diag(B) = 0: for each
+    # item j, the ridge regression of column j on the other columns.
+    for j in range(6):
+        others = [i for i in range(6) if i != j]
+        a = x[:, others]
+        ridge = np.linalg.solve(a.T @ a + 2.0 * np.eye(5), a.T @ x[:, j])
+        np.testing.assert_allclose(b[others, j], ridge, rtol=1e-4, atol=1e-5)
+
+
+def test_ease_refuses_a_catalogue_too_large_for_its_dense_matrix():
+    with pytest.raises(RecsysError, match=r"model\.max_items"):
+        EASE(n_items=30000, max_len=20)
+
+
 def test_itemknn_similarity_is_the_shrunk_cosine_of_a_hand_computed_matrix():
     # users x items (items 1..4):  u1: 1 2 3,  u2: 1 2,  u3: 2 4
     users = torch.tensor([1, 1, 1, 2, 2, 3, 3])
@@ -239,7 +262,7 @@ def test_itemknn_scores_sum_the_neighbours_of_distinct_history_items():
     )
     model.loss({keys.USERS: torch.tensor([2, 3]), keys.HISTORY: torch.tensor([[0, 0, 1], [0, 0, 2]]),
                 keys.NEXT_ITEMS: torch.tensor([[0, 0, 2], [0, 0, 4]])})  # fmt: skip
-    model.fit_neighbours()
+    model._fit()
     similarity = torch.zeros(5, 5).scatter_add_(1, model.neighbour_items, model.neighbour_weights)
     expected_items, expected_weights = cosine_neighbours(users, items, n_items=4, k=3, shrink=0.0)
     assert torch.allclose(similarity, torch.zeros(5, 5).scatter_add_(1, expected_items, expected_weights))
@@ -257,7 +280,7 @@ def test_itemknn_neighbours_rule_picks_the_side_the_k_neighbours_are_taken_on():
     for rule in ("target", "history"):
         model = ItemKNN(n_items=4, max_len=4, k_neighbors=1, shrink=0.0, neighbours=rule)
         model.loss(batch)
-        model.fit_neighbours()
+        model._fit()
         scores[rule] = model.score_all(history)
     s12, s13, s23 = 2 / np.sqrt(6), 1 / np.sqrt(2), 1 / np.sqrt(3)
     # target: j is scored from its own neighbour, if the user has it (1 is the neighbour of 2 and 3)
@@ -275,7 +298,7 @@ def test_itemknn_history_len_keeps_only_the_most_recent_items():
     for length in (None, 1):
         models[length] = ItemKNN(n_items=4, max_len=4, k_neighbors=3, shrink=0.0, history_len=length)
         models[length].loss(batch)
-        models[length].fit_neighbours()
+        models[length]._fit()
     recent = models[1].score_all({keys.HISTORY: torch.tensor([[0, 3, 1, 2]])})  # left-padded: 2 is the latest
     torch.testing.assert_close(recent, models[None].score_all({keys.HISTORY: torch.tensor([[0, 0, 0, 2]])}))
     assert not torch.allclose(recent, models[None].score_all({keys.HISTORY: torch.tensor([[0, 3, 1, 2]])}))
@@ -287,7 +310,7 @@ def test_itemknn_target_scores_follow_loaded_weights():
     fitted = ItemKNN(n_items=4, max_len=4, k_neighbors=2, shrink=0.0)
     fitted.loss({keys.USERS: torch.tensor([1]), keys.HISTORY: torch.tensor([[0, 1, 2]]),
                  keys.NEXT_ITEMS: torch.tensor([[0, 2, 3]])})  # fmt: skip
-    fitted.fit_neighbours()
+    fitted._fit()
     history = {keys.HISTORY: torch.tensor([[0, 1]])}
     model = ItemKNN(n_items=4, max_len=4, k_neighbors=2, shrink=0.0)
     assert model.score_all(history).abs().sum() == 0  # nothing fitted: the cached matrix is empty
