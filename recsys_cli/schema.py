@@ -63,6 +63,7 @@ class Config:
     """``conf/config.yaml``; each group's node is typed by the schema its own YAML names (or not at all)."""
 
     seed: int = MISSING
+    threads: Any = MISSING  # "auto" or a number (checked when a task starts)
     paths: PathsConfig = field(default_factory=PathsConfig)
     run: RunConfig = field(default_factory=RunConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -87,6 +87,7 @@ def recipe(workdir):
         "trainer.max_epochs=6",
         "trainer.enable_progress_bar=false",
         "train.patience=2",
+        "threads=1",  # the killed run is a subprocess beside pytest: the same thread count everywhere
         *TINY_MODEL,
     ]
 
@@ -170,7 +171,7 @@ def test_a_killed_intent_encoder_resumes_to_the_same_result(workdir, tiny_encode
     table = tmp_path / "queries.csv"
     pd.DataFrame({"text": queries["query"], "label": queries["intent"]}).to_csv(table, index=False)
     recipe = [*workdir, "model=bert_intent", f"model.encoder={tiny_encoder}", "data=text_table"]
-    recipe += [f"data.path={table}", "data.text.batch_size=32", "trainer.max_epochs=3", "logger=none"]
+    recipe += [f"data.path={table}", "data.text.batch_size=32", "trainer.max_epochs=3", "logger=none", "threads=1"]
     _train(["train", *recipe, "run.name=whole"])
     whole = _metrics(tmp_path / "runs" / "whole")
     killed = _kill_during(1, 1, ["train", *recipe, "run.name=killed"])

@@ -49,12 +49,17 @@ class EvalResult:
 
 
 # --- the process ----------------------------------------------------------------------------------------
-def start_task(seed: int | None = None) -> None:
-    """What every task does first: quiet third-party chatter, keep freed memory, seed everything."""
+def start_task(seed: int | None = None, threads: object = "auto") -> None:
+    """What every task does first: quiet third-party chatter, keep freed memory, share the cores with the
+    other recsys processes (:mod:`.threads`), seed everything."""
+    from recsys_cli.core.threads import cores, live_processes, share_cores
     from recsys_cli.runtime import keep_freed_memory, quiet_libraries
 
     quiet_libraries()
     keep_freed_memory()
+    used = share_cores(threads)
+    if used < cores():
+        note(f"threads: {used} of {cores()} cores ({live_processes()} recsys processes running)")
     if seed is not None:
         import pytorch_lightning as pl
 
@@ -184,7 +189,7 @@ def train(
 
     overrides = list(overrides or [])
     family = family_for(cfg)
-    start_task(cfg.seed)
+    start_task(cfg.seed, cfg.get("threads", "auto"))
     if not family.reads(cfg.data):
         raise RecsysError(family.missing_data_message(cfg))
     clock = time.perf_counter()
@@ -243,6 +248,7 @@ def fit_and_test(
     from pytorch_lightning.callbacks import EarlyStopping, LambdaCallback, ModelCheckpoint
 
     from recsys_cli.checkpoint import RngState
+    from recsys_cli.core.threads import rebalance
     from recsys_cli.runtime import release_freed_memory
 
     train = cfg.train
@@ -266,7 +272,10 @@ def fit_and_test(
     logger = False
     if cfg.logger.get("_target_"):
         logger = build(cfg.logger, f"logger={cfg.logger._target_}", "check the logger.* keys.", save_dir=str(run_dir))
-    trim = LambdaCallback(on_train_epoch_end=lambda *_: release_freed_memory())
+    # Every epoch: hand freed memory back, and re-share the cores if recsys processes started or ended.
+    trim = LambdaCallback(
+        on_train_epoch_end=lambda *_: release_freed_memory(), on_train_epoch_start=lambda *_: rebalance()
+    )
     trainer = build_trainer(cfg, [*callbacks, *saving, stopper, trim], logger, run_dir)
 
     resumed = _epochs_done(str(resume_from)) if resume_from else 0  # read before training rewrites it

@@ -17,6 +17,7 @@ def predict(checkpoint_path: str | Path, request: PredictRequest) -> PredictResu
     """Predictions of the checkpoint for ``request`` (its input file, or every known user)."""
     from recsys_cli.checkpoint import load_checkpoint
     from recsys_cli.core.family import family_of_checkpoint
+    from recsys_cli.core.threads import share_cores
     from recsys_cli.predict import output_format
     from recsys_cli.runtime import keep_freed_memory
 
@@ -25,6 +26,7 @@ def predict(checkpoint_path: str | Path, request: PredictRequest) -> PredictResu
     if request.batch_size is not None and request.batch_size < 1:
         raise RecsysError(f"--batch-size must be at least 1 (got {request.batch_size}).")
     keep_freed_memory()
+    share_cores()
     output_format(request.output)
     checkpoint = load_checkpoint(checkpoint_path)
     return family_of_checkpoint(checkpoint).predict(checkpoint, request)
