@@ -98,6 +98,7 @@ class TextConfig:
     test_ratio: float = MISSING
     split_seed: int = MISSING
     dedupe: bool = MISSING
+    unknown_labels: float = MISSING
     max_length: int = MISSING
     batch_size: int = MISSING
     eval_batch_size: int = MISSING

@@ -628,6 +628,7 @@ def prepare_text_data(
     dedupe: bool = True,
     label_names: list[str] | None = None,
     source_fingerprint: str | None = None,
+    unknown_labels: float = 0.0,
 ) -> TextSplits:
     """Clean, deduplicate, split and label-encode a text source.
 
@@ -644,6 +645,10 @@ def prepare_text_data(
         label_names: an existing model's labels (classification): their order is kept and labels new in
             train are appended, so the model's class indices stay valid.
         source_fingerprint: ``source.fingerprint()`` when the caller already has it (it hashes every file).
+        unknown_labels: a share of the classes (drawn with ``seed``) held out as unknown intents, the
+            BANKING77-OOS protocol (Zhang et al. 2022, "Are Pretrained Transformers Robust in Intent
+            Classification?"): their training rows are dropped, their validation and test rows relabelled
+            out-of-scope (the source's out-of-scope label, else ``oos``), which the model never trains on.
 
     Returns:
         :class:`TextSplits`.
@@ -682,9 +687,14 @@ def prepare_text_data(
 
     names: list[str] | None = None
     oos: int | None = None
+    oos_name = source.oos_label or "oos"
+    if task == "classification" and unknown_labels > 0:
+        rows = _hold_out_labels(rows, unknown_labels, seed, oos_name, counts, where)
     if task == "classification":
         is_train = rows[SPLIT] == "train"
         names = _label_map(rows.loc[is_train, LABEL], label_names, source.label_names, where)
+        if unknown_labels > 0 and oos_name not in names:
+            names = [*names, oos_name]  # a class no training row has: what the held-out intents are
         codes = pd.Index(names).get_indexer(rows[LABEL].astype(object))
         unknown = codes < 0  # only in valid/test: every training label is in the map
         if unknown.any():
@@ -696,7 +706,7 @@ def prepare_text_data(
                 "examples for them or remove them from that split."
             )
         rows[LABEL] = codes
-        oos = names.index(source.oos_label) if source.oos_label in names else None
+        oos = names.index(oos_name) if oos_name in names else None
 
     parameters = {
         "source": [type(source).__name__, source_fingerprint or source.fingerprint()],
@@ -705,6 +715,7 @@ def prepare_text_data(
         "test_ratio": test_ratio,
         "seed": seed,
         "dedupe": dedupe,
+        "unknown_labels": unknown_labels,
         "label_names": names,  # the resulting map: passing a model's own labels back gives the same data
         "version": FORMAT_VERSION,
     }
@@ -770,7 +781,37 @@ def load_text_folder(path: str | os.PathLike) -> TextSplits:
 
 
 # The splitting settings of prepare_text_data and their defaults.
-SPLIT_SETTINGS = {"task": "classification", "valid_ratio": 0.1, "test_ratio": 0.1, "seed": 0, "dedupe": True}
+SPLIT_SETTINGS = {
+    "task": "classification",
+    "valid_ratio": 0.1,
+    "test_ratio": 0.1,
+    "seed": 0,
+    "dedupe": True,
+    "unknown_labels": 0.0,
+}
+
+
+def _hold_out_labels(
+    rows: pd.DataFrame, share: float, seed: int, oos_name: str, counts: dict[str, int], where: str
+) -> pd.DataFrame:
+    """Hold out ``share`` of the classes as unknown: drop their training rows, relabel the rest ``oos_name``."""
+    if not 0 < share < 1:
+        raise RecsysError(f"data.text.unknown_labels={share} must be a share of the classes in (0, 1), e.g. 0.25.")
+    classes = sorted(str(label) for label in rows[LABEL].unique() if str(label) != oos_name)
+    count = round(share * len(classes))
+    if not 1 <= count < len(classes):
+        raise RecsysError(
+            f"data.text.unknown_labels={share} holds out {count} of the {len(classes)} classes of {where}; "
+            "choose a share that leaves at least one class on each side."
+        )
+    held = set(np.random.default_rng(seed).choice(classes, size=count, replace=False).tolist())
+    unknown = rows[LABEL].astype(str).isin(held).to_numpy()
+    in_train = unknown & (rows[SPLIT] == "train").to_numpy()
+    counts["classes held out as unknown"] = count
+    counts["training rows of unknown classes dropped"] = int(in_train.sum())
+    rows = rows.copy()
+    rows.loc[unknown, LABEL] = oos_name
+    return rows[~in_train].reset_index(drop=True)
 
 
 def prepare_text(

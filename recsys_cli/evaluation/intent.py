@@ -13,7 +13,7 @@ import pytorch_lightning as pl
 import torch
 
 from recsys_cli.data import batch as keys
-from recsys_cli.evaluation import classification
+from recsys_cli.evaluation import classification, oos
 from recsys_cli.evaluation.base import SplitEvaluator
 
 
@@ -76,6 +76,36 @@ class TextEvaluator(SplitEvaluator):
             parts = {name: values[torch.from_numpy(first)] for name, values in gathered.items()}
         labels = parts["labels"] if self.task != "classification" else parts["labels"].long()
         metrics = text_metrics(self.task, parts["outputs"], labels, self.n_labels, self.oos_label, f"{prefix}/")
+        if self.task == "classification" and self.oos_label is not None:
+            metrics.update(self._out_of_scope(pl_module, parts["outputs"], labels, prefix))
         pl_module.log_dict(metrics, sync_dist=False)
         self.results[prefix] = metrics
         self.predictions[prefix] = {"outputs": parts["outputs"], "labels": labels, "index": parts["index"].long()}
+
+    def _out_of_scope(
+        self, pl_module: pl.LightningModule, logits: torch.Tensor, labels: torch.Tensor, prefix: str
+    ) -> dict[str, float]:
+        """Each threshold method's in-scope accuracy and out-of-scope recall/precision (:mod:`.oos`).
+
+        Validation chooses the thresholds and stores them in the model (so the best checkpoint carries its
+        own); test applies the stored ones.
+        """
+        thresholds = getattr(pl_module, "oos_thresholds", None)
+        if thresholds is None:
+            return {}
+        metrics: dict[str, float] = {}
+        for index, method in enumerate(oos.METHODS):
+            if prefix == "val":
+                scores = oos.in_scope_scores(logits, method, self.oos_label)
+                thresholds[index] = oos.choose_threshold(scores, logits, labels, self.oos_label)
+            threshold = float(thresholds[index])
+            if threshold != threshold:  # nan: never validated (e.g. test of a model without thresholds)
+                continue
+            predicted = oos.predictions_with_rejection(logits, method, threshold, self.oos_label)
+            found = classification.classification_metrics(
+                labels.numpy(), predicted.numpy(), self.n_labels, oos_label=self.oos_label
+            )
+            for name in ("in_scope_accuracy", "oos_recall", "oos_precision", "macro_f1"):
+                metrics[f"{prefix}/{method}/{name}"] = found[name]
+            metrics[f"{prefix}/{method}/threshold"] = threshold
+        return metrics

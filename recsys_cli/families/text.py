@@ -21,6 +21,7 @@ from recsys_cli.config import build, to_container
 from recsys_cli.core.family import ModelFamily, PredictRequest, PredictResult, Prepared
 from recsys_cli.data.spec import DataSpec
 from recsys_cli.errors import RecsysError, warn
+from recsys_cli.evaluation import oos
 
 
 def prepare_texts(cfg: DictConfig, label_names: list[str] | None = None, force: bool = False) -> Any:
@@ -38,6 +39,7 @@ def prepare_texts(cfg: DictConfig, label_names: list[str] | None = None, force: 
         test_ratio=text.test_ratio,
         seed=text.split_seed,
         dedupe=text.dedupe,
+        unknown_labels=float(text.get("unknown_labels", 0.0)),
         label_names=label_names,
         force=force,
     )
@@ -294,6 +296,19 @@ def untuned_baselines(cfg: DictConfig, data: Prepared, family: TextFamily) -> di
     return results
 
 
+def out_of_scope_rule(model: Any, oos_label: int | None) -> tuple[str | None, float]:
+    """How predict marks out-of-scope texts: the model's ``oos_method`` with its validation threshold, or
+    the out-of-scope class where that method has no threshold (None: the data had no out-of-scope label)."""
+    if oos_label is None:
+        return None, float("nan")
+    method = getattr(model, "oos_method", "class")
+    thresholds = getattr(model, "oos_thresholds", None)
+    if method == "class" or thresholds is None:
+        return "class", float("nan")
+    threshold = float(thresholds[oos.METHODS.index(method)])
+    return (method, threshold) if threshold == threshold else ("class", float("nan"))
+
+
 def predict_texts(checkpoint: dict[str, Any], request: PredictRequest) -> PredictResult:
     """Top-k intents with probabilities (or the predicted rating) per text; optionally pooled embeddings.
 
@@ -342,6 +357,9 @@ def predict_texts(checkpoint: dict[str, Any], request: PredictRequest) -> Predic
     k = 1 if regression else min(request.top_k, len(names))
     values = torch.full((len(texts), k), float("nan"))
     indices = torch.zeros((len(texts), k), dtype=torch.long)
+    oos_label = meta["data"].get("oos_label")
+    method, threshold = out_of_scope_rule(model, oos_label)
+    out_of_scope = torch.zeros(len(texts), dtype=torch.bool)
     pooled: torch.Tensor | None = None
     start = time.perf_counter()
     trainer_config = meta["config"].get("trainer", {})
@@ -358,6 +376,12 @@ def predict_texts(checkpoint: dict[str, Any], request: PredictRequest) -> Predic
             else:
                 top = torch.softmax(output_values.float(), dim=1).topk(k, dim=1)
                 values[rows], indices[rows] = top.values, top.indices
+                if method is not None:
+                    out_of_scope[rows] = (
+                        output_values.argmax(1) == oos_label
+                        if method == "class"
+                        else oos.flag(output_values, method, threshold, oos_label)
+                    )
             if embeddings is not None:
                 if pooled is None:
                     pooled = torch.full((len(texts), embedded.shape[1]), float("nan"))
@@ -374,6 +398,8 @@ def predict_texts(checkpoint: dict[str, Any], request: PredictRequest) -> Predic
         chosen = indices.numpy()[keep]
         columns["intents"] = list_column(names[chosen].astype(str).ravel(), offsets_out)
         columns["probabilities"] = list_column(values.numpy()[keep].astype(np.float32).ravel(), offsets_out)
+        if method is not None:  # None: the model knows no out-of-scope label, so it marks nothing
+            columns["out_of_scope"] = pa.array(np.where(keep, out_of_scope.numpy(), False))
     with RecommendationWriter(request.output) as writer:
         writer.write(pa.table(columns))
     if embeddings is not None:

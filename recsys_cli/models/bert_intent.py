@@ -21,10 +21,19 @@ from torch import nn
 from recsys_cli.data import batch as keys
 from recsys_cli.data.spec import DataSpec
 from recsys_cli.errors import RecsysError
+from recsys_cli.evaluation import oos
 from recsys_cli.models import encoders
 
 TASKS = ("classification", "multilabel", "regression")
 POOLING = ("mean", "cls")
+
+
+OOS_METHODS = ("class", *oos.METHODS)
+
+
+def _thresholds_of_older_checkpoints(state: dict[str, Any], prefix: str, *args: Any) -> None:
+    """Checkpoints written before out-of-scope thresholds existed load with none chosen."""
+    state.setdefault(f"{prefix}oos_thresholds", torch.full((len(oos.METHODS),), float("nan")))
 
 
 class BertIntent(pl.LightningModule):
@@ -65,10 +74,13 @@ class BertIntent(pl.LightningModule):
         target_mean: float = 0.0,
         target_std: float = 1.0,
         encoder_snapshot: dict[str, Any] | None = None,
+        oos_method: str = "msp",
     ) -> None:
         super().__init__()
         if task not in TASKS:
             raise RecsysError(f"unknown model.task '{task}'; use one of: {', '.join(TASKS)}.")
+        if oos_method not in OOS_METHODS:
+            raise RecsysError(f"unknown model.oos_method '{oos_method}'; use one of: {', '.join(OOS_METHODS)}.")
         if pooling not in POOLING:
             raise RecsysError(f"unknown model.pooling '{pooling}'; use one of: {', '.join(POOLING)}.")
         self.save_hyperparameters()
@@ -100,6 +112,11 @@ class BertIntent(pl.LightningModule):
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, 1 if task == "regression" else n_labels))
         self.register_buffer("target_mean", torch.tensor(float(target_mean)))
         self.register_buffer("target_std", torch.tensor(float(target_std)))
+        # Out-of-scope thresholds, one per method of recsys_cli.evaluation.oos, chosen on validation by the
+        # evaluator (nan: not chosen yet, or the data has no out-of-scope label); saved with the weights.
+        self.oos_method = oos_method
+        self.register_buffer("oos_thresholds", torch.full((len(oos.METHODS),), float("nan")))
+        self._register_load_state_dict_pre_hook(_thresholds_of_older_checkpoints)
         self.train()  # from_pretrained returns eval mode, which Lightning would keep (no dropout in fine-tuning)
 
     # --- the model ------------------------------------------------------------------------------
