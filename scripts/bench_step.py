@@ -16,6 +16,14 @@ of each, after one warm-up epoch, on one torch thread unless ``--threads`` says 
 The difference between ``lightning`` and ``bare`` is what the loop and the loader cost per epoch;
 ``recsys train`` adds validation and checkpoints on top (its ``s/epoch``). Prints JSON (median seconds
 per epoch, steps, milliseconds per step, peak memory).
+
+The FLOP limit: the script also measures this machine's attainable matmul throughput with the same threads
+(square float32 products, and bfloat16 where the CPU computes it natively), counts the FLOPs of one training
+epoch from the shapes (``torch.utils.flop_counter`` over every batch's forward and backward: matrix products
+and attention, the padded positions included since they are computed), and reports each loop's achieved
+throughput as a fraction of the attainable one at the run's precision.
+
+    python scripts/bench_step.py model=sasrec data=ml100k data.max_len=200 --threads 2
 """
 
 from __future__ import annotations
@@ -52,6 +60,56 @@ def bare_epochs(model, optimizer, batches, epochs: int, autocast: bool, train: b
                     model.loss(batch)
         times.append(time.perf_counter() - start)
     return times[1:]
+
+
+def matmul_peak(dtype, seconds: float = 2.0) -> float:
+    """Attainable FLOP/s of large square matrix products at ``dtype`` with torch's current threads."""
+    import torch
+
+    best = 0.0
+    for size in (1024, 2048):
+        a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+        for _ in range(3):
+            a @ b  # warm-up
+        count, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds / 2:
+            a @ b
+            count += 1
+        best = max(best, 2 * size**3 * count / (time.perf_counter() - start))
+    return best
+
+
+def epoch_flops(model, batches, autocast: bool) -> int:
+    """FLOPs of one training epoch: forward and backward of every batch, counted from the shapes."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    total = 0
+    for batch in batches:
+        context = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else nullcontext()
+        with FlopCounterMode(display=False) as counter:
+            with context:
+                loss = model.loss(batch)
+            loss.backward()
+        total += counter.get_total_flops()
+        model.zero_grad(set_to_none=True)
+    return total
+
+
+def real_position_share(batches) -> float | None:
+    """Of the history positions an epoch computes (each batch cut to its longest history), the share that
+    hold an item rather than padding."""
+    from recsys_cli.data import batch as keys
+
+    real = computed = 0
+    for batch in batches:
+        history = batch.get(keys.HISTORY) if isinstance(batch, dict) else None
+        if history is None or history.dim() != 2:
+            return None
+        filled = history > 0
+        width = int(filled.any(0).sum())
+        real, computed = real + int(filled.sum()), computed + history.shape[0] * width
+    return round(real / computed, 3) if computed else None
 
 
 def lightning_epochs(cfg, model, datamodule, epochs: int) -> list[float]:
@@ -126,6 +184,13 @@ def main() -> None:
     bare = bare_epochs(model, optimizer, batches, args.epochs, autocast)
     datamodule, model = fresh()
     lightning = lightning_epochs(cfg, model, datamodule, args.epochs)
+    flops = epoch_flops(model.train(), batches, autocast)
+    from recsys_cli.runtime import native_bf16
+
+    peaks = {"float32": matmul_peak(torch.float32)}
+    if native_bf16():
+        peaks["bfloat16"] = matmul_peak(torch.bfloat16)
+    peak = peaks["bfloat16" if autocast else "float32"]
 
     steps = len(batches)
     result = {
@@ -141,6 +206,17 @@ def main() -> None:
         "ms_per_step": {
             name: round(statistics.median(times) / steps * 1000, 3)
             for name, times in (("forward", forward), ("bare", bare), ("lightning", lightning))
+        },
+        "flops_per_epoch": flops,
+        "real_position_share": real_position_share(batches),
+        "attainable_gflops": {name: round(value / 1e9, 1) for name, value in peaks.items()},
+        "achieved_gflops": {
+            name: round(flops / statistics.median(times) / 1e9, 1)
+            for name, times in (("bare", bare), ("lightning", lightning))
+        },
+        "fraction_of_attainable": {
+            name: round(flops / statistics.median(times) / peak, 3)
+            for name, times in (("bare", bare), ("lightning", lightning))
         },
         "peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "overrides": args.overrides,
