@@ -40,6 +40,7 @@ from torch import nn
 from recsys_cli.data import batch as keys
 from recsys_cli.models.base import Recommender
 from recsys_cli.models.components import (
+    FastDropout,
     TransformerBlock,
     attention_mask,
     init_weights,
@@ -83,7 +84,7 @@ class BERT4Rec(Recommender):
         self.mask_prob = mask_prob
         self.item_embedding = nn.Embedding(n_items + 2, hidden_size, padding_idx=0)
         self.position_embedding = nn.Embedding(max_len + 1, hidden_size)  # a window: max_len + 1 items
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = FastDropout(dropout)
         self.blocks = nn.ModuleList(
             TransformerBlock(hidden_size, num_heads, inner_size, dropout) for _ in range(num_layers)
         )

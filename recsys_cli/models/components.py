@@ -32,6 +32,39 @@ def trim_padding(history: torch.Tensor, *aligned: torch.Tensor) -> tuple[torch.T
     return tuple(t[:, start:] for t in (history, *aligned))
 
 
+def fast_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
+    """Dropout whose mask costs a fifth of ``F.dropout``'s on the CPU (identical elsewhere).
+
+    On the CPU torch draws one Mersenne-Twister number per element for dropout's mask, which made masks
+    21% of SASRec's training step at length 200. Here one 64-bit draw gives eight mask bytes, each kept when
+    it is at least ``round(256 p)``: ``p`` is used to the nearest 1/256 (0.2 → 0.199), kept values are
+    scaled by the exact inverse keep rate. Seeded by torch's generator like ``F.dropout``.
+    """
+    if not training or p <= 0:
+        return x
+    if x.device.type != "cpu":
+        return F.dropout(x, p, True)
+    threshold = min(255, round(p * 256))
+    count = x.numel()
+    draws = torch.randint(-(2**63), 2**63 - 1, ((count + 7) // 8,), dtype=torch.int64)
+    keep = draws.view(torch.uint8)[:count].view(x.shape) >= threshold
+    return x.masked_fill(~keep, 0.0) * (256 / (256 - threshold))
+
+
+class FastDropout(nn.Module):
+    """``nn.Dropout`` with :func:`fast_dropout`'s cheaper mask on the CPU."""
+
+    def __init__(self, p: float = 0.5) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return fast_dropout(x, self.p, self.training)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
 class SelfAttention(nn.Module):
     def __init__(self, hidden_size: int, num_heads: int, dropout: float) -> None:
         super().__init__()
@@ -52,7 +85,16 @@ class SelfAttention(nn.Module):
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))
         if tail:
             q, mask = q[:, :, -tail:], mask[:, :, -tail:]
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
+        if self.training and self.dropout > 0 and x.device.type == "cpu":
+            # Dropout on the attention weights with the cheaper mask: the product spelled out, as
+            # scaled_dot_product_attention would compute it with dropout (its fused kernels have none).
+            scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5
+            weights = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
+            y = fast_dropout(weights, self.dropout) @ v
+        else:
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
+            )
         y = y.transpose(1, 2).reshape(batch, q.shape[2], hidden)
         return self.out(y if rows is None else y[rows])
 
@@ -66,9 +108,9 @@ class TransformerBlock(nn.Module):
         self.attention = SelfAttention(hidden_size, num_heads, dropout)
         self.norm2 = nn.LayerNorm(hidden_size)
         self.ffn = nn.Sequential(
-            nn.Linear(hidden_size, inner_size), nn.GELU(), nn.Dropout(dropout), nn.Linear(inner_size, hidden_size)
+            nn.Linear(hidden_size, inner_size), nn.GELU(), FastDropout(dropout), nn.Linear(inner_size, hidden_size)
         )
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = FastDropout(dropout)
 
     def forward(
         self, x: torch.Tensor, mask: torch.Tensor, tail: int = 0, rows: torch.Tensor | None = None

@@ -23,7 +23,7 @@ from torch import nn
 
 from recsys_cli.data import batch as keys
 from recsys_cli.models.base import DotProductRecommender
-from recsys_cli.models.components import full_softmax_loss, init_weights, trim_padding
+from recsys_cli.models.components import FastDropout, full_softmax_loss, init_weights, trim_padding
 from recsys_cli.models.item_repr import TEXT_DATA, TextItems
 
 
@@ -56,7 +56,7 @@ class GRU4Rec(TextItems, DotProductRecommender):
         super().__init__(n_items=n_items, max_len=max_len, **training)
         self.save_hyperparameters(ignore=list(TEXT_DATA))
         self.build_items(n_items, embedding_size, text)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = FastDropout(dropout)
         self.gru = nn.GRU(
             embedding_size,
             hidden_size,

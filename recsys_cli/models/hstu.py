@@ -30,6 +30,7 @@ from torch import nn
 from recsys_cli.data import batch as keys
 from recsys_cli.models.base import DotProductRecommender
 from recsys_cli.models.components import (
+    FastDropout,
     NextItemLoss,
     attention_mask,
     init_weights,
@@ -57,7 +58,7 @@ class HSTULayer(nn.Module):
         self.uvqk = nn.Linear(hidden_size, 4 * hidden_size)
         self.attention_norm = nn.LayerNorm(hidden_size)
         self.out = nn.Linear(hidden_size, hidden_size)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = FastDropout(dropout)
         self.position_bias = nn.Parameter(torch.zeros(max_len))
         self.time_bias = nn.Parameter(torch.zeros(num_time_buckets)) if num_time_buckets else None
 
@@ -111,7 +112,7 @@ class HSTU(TextItems, DotProductRecommender):
         self.build_items(n_items, hidden_size, text)
         self.position_embedding = nn.Embedding(max_len, hidden_size)
         self.embedding_scale = math.sqrt(hidden_size)  # the authors' input scaling
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = FastDropout(dropout)
         self.layers = nn.ModuleList(
             HSTULayer(hidden_size, num_heads, dropout, max_len, num_time_buckets) for _ in range(num_layers)
         )

@@ -20,6 +20,7 @@ from torch import nn
 from recsys_cli.data import batch as keys
 from recsys_cli.models.base import DotProductRecommender
 from recsys_cli.models.components import (
+    FastDropout,
     NextItemLoss,
     TransformerBlock,
     attention_mask,
@@ -49,7 +50,7 @@ class SASRec(DotProductRecommender):
         self.next_item_loss = NextItemLoss(loss, n_items, num_negatives, sampling, model="SASRec")
         self.item_embedding = nn.Embedding(n_items + 1, hidden_size, padding_idx=0)
         self.position_embedding = nn.Embedding(max_len, hidden_size)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = FastDropout(dropout)
         self.blocks = nn.ModuleList(
             TransformerBlock(hidden_size, num_heads, inner_size, dropout) for _ in range(num_layers)
         )

@@ -212,3 +212,22 @@ def test_other_sequence_models_read_item_text_through_the_same_representation(na
     model = cls(n_items=10, max_len=4, item_text=features, fusion="text", dropout=0.0, text_dropout=0.0, **sizes)
     assert "item_text" not in model.hparams and model.hparams["fusion"] == "text"  # tensors stay out of hparams
     assert set(top_two_after_learning_1_then_2(model)) == {2, 7}
+
+
+def test_fast_dropout_keeps_the_rate_scales_the_kept_and_follows_the_seed():
+    import torch
+
+    from recsys_cli.models.components import fast_dropout
+
+    x = torch.ones(1000, 1000)
+    torch.manual_seed(0)
+    y = fast_dropout(x, 0.2)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - (1 - 51 / 256)) < 0.002  # 0.2 to the nearest 1/256
+    assert torch.allclose(y[kept], torch.full_like(y[kept], 256 / 205))  # expectation unchanged
+    torch.manual_seed(0)
+    assert torch.equal(fast_dropout(x, 0.2), y)  # seeded by torch's generator
+    assert fast_dropout(x, 0.2, training=False) is x and fast_dropout(x, 0.0) is x
+    x.requires_grad_(True)
+    fast_dropout(x, 0.5).sum().backward()
+    assert set(x.grad.unique().tolist()) <= {0.0, 2.0}

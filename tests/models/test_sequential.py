@@ -238,6 +238,7 @@ SIGNAL_RUNS = {  # small models with a high learning rate: a few seconds each on
         *("model.hidden_size=32", "model.inner_size=64", "model.num_heads=1", "model.num_layers=1"),
         *("model.mask_prob=0.4", "model.dropout=0.1", "model.lr_decay=null", "data.window_stride=null"),
         "trainer.max_epochs=30",  # masked and every-prefix next-item training (the defaults), constant lr
+        "train.patience=30",  # on this tiny shop BERT4Rec can sit on a plateau for 10 epochs before it learns
     ],
     "hstu": ["model.hidden_size=16", "model.num_layers=1", "trainer.max_epochs=6"],
 }
