@@ -9,7 +9,7 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import TQDMProgressBar
 
-from recsys_cli.core.progress import note
+from recsys_cli.core.progress import interactive, is_quiet, note
 
 
 def _epoch_label(trainer: pl.Trainer) -> str:
@@ -74,3 +74,16 @@ def _value(tensor: Any) -> float | None:
         return None
     value = float(tensor)
     return None if math.isnan(value) else value
+
+
+def progress_callbacks(enabled: bool, monitor: str, mode: str) -> tuple[list[Any], bool]:
+    """Training's progress: the callbacks to add and whether Lightning's own bar stays on.
+
+    On a terminal Lightning's bar, its epochs counted from 1 (``Epoch 1/2`` for two epochs); in a log file one
+    line per epoch with the loss, the monitored metric and the best so far; nothing when quiet or disabled.
+    """
+    if not enabled or is_quiet():
+        return [], False
+    if interactive():
+        return [EpochBar()], True
+    return [EpochLines(monitor, mode)], False

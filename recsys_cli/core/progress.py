@@ -2,7 +2,7 @@
 tee), nothing with ``--quiet``/``--json``.
 
 The CLI sets the mode once (:func:`set_quiet`); library code asks for progress with :class:`progress_bar`
-and :func:`note`, and training gets its callbacks from :func:`progress_callbacks`.
+and :func:`note`; training's callbacks (:mod:`recsys_cli.core.epochs`) print through :func:`note` too.
 """
 
 from __future__ import annotations
@@ -68,18 +68,3 @@ class progress_bar:
             self._bar.stop()
         elif self.enabled and kind is None:
             note(f"{self.label}: done in {time.perf_counter() - self._start:.1f} s")
-
-
-def progress_callbacks(enabled: bool, monitor: str, mode: str) -> tuple[list[Any], bool]:
-    """Training's progress: the callbacks to add and whether Lightning's own bar stays on.
-
-    On a terminal Lightning's bar, its epochs counted from 1 (``Epoch 1/2`` for two epochs); in a log file one
-    line per epoch with the loss, the monitored metric and the best so far; nothing when quiet or disabled.
-    """
-    if not enabled or is_quiet():
-        return [], False
-    from recsys_cli.core.epochs import EpochBar, EpochLines
-
-    if interactive():
-        return [EpochBar()], True
-    return [EpochLines(monitor, mode)], False

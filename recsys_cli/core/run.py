@@ -93,7 +93,7 @@ def build_trainer(cfg: DictConfig, callbacks: list[Any], logger: Any, run_dir: P
     from hydra.utils import instantiate
 
     from recsys_cli.checkpoint import AtomicCheckpointIO
-    from recsys_cli.core.progress import progress_callbacks
+    from recsys_cli.core.epochs import progress_callbacks
     from recsys_cli.runtime import resolve_precision
 
     accelerator = str(cfg.trainer.get("accelerator", "cpu"))
@@ -118,22 +118,14 @@ def build_trainer(cfg: DictConfig, callbacks: list[Any], logger: Any, run_dir: P
     return instantiate(cfg.trainer, **kwargs)
 
 
-def evaluation_trainer(cfg: DictConfig, callbacks: list[Any]) -> Any:
+def evaluation_trainer(cfg: DictConfig, callbacks: list[Any], **overrides: Any) -> Any:
     """A trainer that scores every validation and test batch once, in one process on one device.
 
     Evaluation always covers every user or text, whatever batch limits or DDP the training run used.
+    ``overrides``: further Trainer arguments (e.g. a one-epoch counting fit for a baseline).
     """
-    return build_trainer(
-        cfg,
-        callbacks,
-        logger=False,
-        run_dir=None,
-        limit_val_batches=1.0,
-        limit_test_batches=1.0,
-        devices=1,
-        num_nodes=1,
-        strategy="auto",
-    )
+    settings = {"limit_val_batches": 1.0, "limit_test_batches": 1.0, "devices": 1, "num_nodes": 1}
+    return build_trainer(cfg, callbacks, logger=False, run_dir=None, strategy="auto", **{**settings, **overrides})
 
 
 def resolve_run_dir(cfg: DictConfig, run_dir: Path | None) -> Path:

@@ -16,6 +16,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from recsys_cli.io import process_alive
+
 _state: dict[str, object] = {"registered": None, "fixed": None}
 
 
@@ -32,16 +34,6 @@ def _registry() -> Path:
     return Path(tempfile.gettempdir()) / f"recsys-{uid}-processes"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def live_processes() -> int:
     """recsys processes of this user now running on this machine (this one included once registered)."""
     count = 0
@@ -52,7 +44,7 @@ def live_processes() -> int:
     for entry in entries:
         if not entry.name.isdigit():
             continue
-        if _alive(int(entry.name)):
+        if process_alive(int(entry.name)):
             count += 1
         else:
             entry.unlink(missing_ok=True)  # a process that was killed: no longer sharing

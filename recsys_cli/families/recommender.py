@@ -365,25 +365,14 @@ class RecommenderFamily(ModelFamily):
     def baselines(self, cfg: DictConfig, data: Prepared) -> dict[str, dict[str, float]]:
         """`recsys eval --baselines`: the popularity model counted on the evaluated data's training split, under
         the same protocol and evaluator as the checkpoint, i.e. the test metrics `model=pop` would reach there."""
-        from recsys_cli.core.run import build_trainer
+        from recsys_cli.core.run import evaluation_trainer
         from recsys_cli.models.pop import Pop
 
         pop = Pop(n_items=data.spec.n_items, max_len=data.spec.max_len)
         evaluator = self.evaluator(cfg, data)
         # One counting pass over every training window, no validation; then every test user, in one process.
-        trainer = build_trainer(
-            cfg,
-            [evaluator],
-            logger=False,
-            run_dir=None,
-            max_epochs=1,
-            limit_train_batches=1.0,
-            limit_val_batches=0,
-            limit_test_batches=1.0,
-            enable_checkpointing=False,
-            devices=1,
-            num_nodes=1,
-            strategy="auto",
+        trainer = evaluation_trainer(
+            cfg, [evaluator], max_epochs=1, limit_train_batches=1.0, limit_val_batches=0, enable_checkpointing=False
         )
         datamodule = self.datamodule(cfg, data, pop)
         trainer.fit(pop, datamodule=datamodule)
