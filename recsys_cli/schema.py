@@ -149,6 +149,7 @@ class TrainerConfig:
     accelerator: str = MISSING
     devices: Any = MISSING  # a count, a list of device ids, or auto
     max_epochs: int = MISSING
+    max_time: str | None = MISSING  # a wall-clock limit, "DD:HH:MM:SS"
     precision: Any = MISSING  # Lightning takes 32-true, bf16-mixed, 16, ... (strings and integers)
     gradient_clip_val: float | None = MISSING
     check_val_every_n_epoch: int | None = MISSING

@@ -8,6 +8,8 @@ so no model has its own evaluation loop.
 
 from __future__ import annotations
 
+import math
+import time
 from typing import Any
 
 import pytorch_lightning as pl
@@ -24,6 +26,48 @@ def decay_groups(parameters: Any, weight_decay: float, **options: Any) -> list[d
         {"params": [p for p in parameters if p.ndim >= 2], "weight_decay": weight_decay, **options},
         {"params": [p for p in parameters if p.ndim < 2], "weight_decay": 0.0, **options},
     ]
+
+
+LR_SCHEDULES = ("constant", "cosine", "linear")
+
+
+def check_schedule(lr_schedule: str, warmup_epochs: float, lr_decay: float | None) -> None:
+    """A user error for a schedule that does not exist or cannot be combined with plateau decay."""
+    from recsys_cli.errors import RecsysError
+
+    if lr_schedule not in LR_SCHEDULES:
+        raise RecsysError(
+            f"unknown model.lr_schedule '{lr_schedule}'; use one of: {', '.join(LR_SCHEDULES)}."
+        )
+    if warmup_epochs < 0:
+        raise RecsysError(f"model.warmup_epochs={warmup_epochs} must be 0 or more; e.g. model.warmup_epochs=1.")
+    if lr_decay and (lr_schedule != "constant" or warmup_epochs > 0):
+        raise RecsysError(
+            "model.lr_decay (decay on a plateau) cannot be combined with model.lr_schedule or model.warmup_epochs; "
+            "set model.lr_decay=null, or model.lr_schedule=constant model.warmup_epochs=0."
+        )
+
+
+class StepSchedule:
+    """The learning-rate factor at optimiser step ``step``: a linear warm-up over ``warmup`` steps from
+    ``1 / warmup``, then constant, or a cosine / linear decay to zero at step ``total`` (the run's planned
+    steps, ``trainer.max_epochs`` epochs). A plain object so its settings travel in checkpoints (LambdaLR
+    saves a callable object's attributes)."""
+
+    def __init__(self, kind: str, warmup: int, total: int) -> None:
+        self.kind = kind
+        self.warmup = warmup
+        self.total = max(total, warmup + 1)
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        if self.kind == "constant":
+            return 1.0
+        progress = min(1.0, (step - self.warmup) / (self.total - self.warmup))
+        if self.kind == "linear":
+            return 1.0 - progress
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 class Recommender(pl.LightningModule):
@@ -51,8 +95,11 @@ class Recommender(pl.LightningModule):
         lr_decay_patience: int = 2,
         monitor: str = "val/ndcg@10",
         monitor_mode: str = "max",
+        lr_schedule: str = "constant",
+        warmup_epochs: float = 0.0,
     ) -> None:
         super().__init__()
+        check_schedule(lr_schedule, warmup_epochs, lr_decay)
         self.n_items = n_items
         self.max_len = max_len
         self.lr = lr
@@ -61,6 +108,8 @@ class Recommender(pl.LightningModule):
         self.lr_decay_patience = lr_decay_patience
         self.monitor = monitor
         self.monitor_mode = monitor_mode
+        self.lr_schedule = lr_schedule
+        self.warmup_epochs = warmup_epochs
         self._epoch_loss: torch.Tensor | None = None  # [loss sum, windows] of the epoch so far
 
     # --- the interface -------------------------------------------------------------------------
@@ -84,11 +133,20 @@ class Recommender(pl.LightningModule):
         self._epoch_loss = step if self._epoch_loss is None else self._epoch_loss + step
         return loss
 
+    def on_train_start(self) -> None:
+        self._fit_start = time.perf_counter()
+
     def on_train_epoch_end(self) -> None:
         if self._epoch_loss is not None:
             total, windows = self._epoch_loss
             self.log("train/loss", total / windows, prog_bar=True)
             self._epoch_loss = None
+        # For time-to-quality curves: the learning rate the epoch ended with, and the wall seconds since
+        # fitting (re)started, this epoch's validation included (Lightning validates before this hook).
+        optimizers = self.trainer.optimizers if self._trainer is not None else []
+        if optimizers and optimizers[0].param_groups:  # models fitted by counting have a mock optimiser
+            self.log("train/lr", float(optimizers[0].param_groups[0]["lr"]))
+        self.log("time/elapsed_s", time.perf_counter() - getattr(self, "_fit_start", time.perf_counter()))
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self.score_all(batch)
@@ -111,6 +169,12 @@ class Recommender(pl.LightningModule):
         # One fused kernel over all parameters: on CPU the default per-tensor path costs ~20x more per
         # step for embedding-heavy models (BPR's two tables: 39 ms vs 1.9 ms, measured).
         optimizer = torch.optim.AdamW(groups, lr=self.lr, fused=True)
+        if self.lr_schedule != "constant" or self.warmup_epochs > 0:
+            total = int(self.trainer.estimated_stepping_batches)
+            warmup = round(self.warmup_epochs * total / max(1, self.trainer.max_epochs or 1))
+            schedule = StepSchedule(self.lr_schedule, warmup, total)
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
         if not self.lr_decay:
             return optimizer
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(

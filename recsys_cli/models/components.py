@@ -142,11 +142,68 @@ def sample_negatives(positives: torch.Tensor, n_items: int, num: int = 1) -> tor
     return draw + (draw >= positives.unsqueeze(-1)).long()
 
 
+# Logit entries per chunk of the fused cross-entropy: ~4M floats (16 MB) kept the CPU's caches busy best
+# (SASRec's loss at 6,400 positions x 3,500 items: 155 ms unchunked, 67 ms at 1,024 rows, 91 ms at 4,096).
+CE_CHUNK_ENTRIES = 1 << 22
+
+
+class ChunkedSoftmaxCE(torch.autograd.Function):
+    """Mean cross-entropy of ``targets`` over the logits ``hidden @ table.T`` (column 0, padding, excluded).
+
+    The logits exist a ``[chunk, items]`` block at a time: each block's loss and its gradient with respect to
+    ``hidden`` and ``table`` (softmax minus one-hot) are computed in the forward pass and the block is
+    dropped, so the full ``[positions, items]`` matrix is never materialised nor walked three times (forward,
+    softmax, backward). Backward only scales the stored gradients. Under autocast the block products run in
+    bf16 (the log-sum-exp in float32).
+    """
+
+    @staticmethod
+    def forward(ctx, hidden: torch.Tensor, table: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        n = hidden.shape[0]
+        chunk = max(1, CE_CHUNK_ENTRIES // table.shape[0])
+        grad_hidden = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
+        grad_table = torch.zeros_like(table) if ctx.needs_input_grad[1] else None
+        exact = torch.promote_types(hidden.dtype, torch.float32)  # the log-sum-exp's precision (bf16 inputs: fp32)
+        total = torch.zeros((), dtype=exact, device=hidden.device)
+        rows = torch.arange(min(chunk, n), device=hidden.device)
+        for begin in range(0, n, chunk):
+            h, t = hidden[begin : begin + chunk], targets[begin : begin + chunk]
+            logits = (h @ table.T).to(exact)
+            logits[:, 0] = -torch.inf
+            lse = torch.logsumexp(logits, dim=1, keepdim=True)
+            total += (lse.squeeze(1) - logits.gather(1, t.unsqueeze(1)).squeeze(1)).sum()
+            if grad_hidden is None and grad_table is None:
+                continue
+            grad = torch.exp_(logits.sub_(lse))  # softmax
+            grad[rows[: len(t)], t] -= 1.0
+            grad = grad.to(hidden.dtype)
+            if grad_hidden is not None:
+                grad_hidden[begin : begin + chunk] = grad @ table
+            if grad_table is not None:
+                grad_table += grad.T @ h
+        ctx.save_for_backward(grad_hidden, grad_table)
+        ctx.n = n
+        return total / n
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        grad_hidden, grad_table = ctx.saved_tensors
+        scale = grad_output / ctx.n
+        return (
+            None if grad_hidden is None else grad_hidden * scale,
+            None if grad_table is None else grad_table * scale,
+            None,
+        )
+
+
 def full_softmax_loss(hidden: torch.Tensor, targets: torch.Tensor, item_weight: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of ``targets [N]`` over every item: logits ``hidden [N, H] @ item_weight.T`` (row 0 = padding)."""
-    logits = hidden @ item_weight.T
-    logits[:, 0] = -torch.inf
-    return F.cross_entropy(logits, targets)
+    """Cross-entropy of ``targets [N]`` over every item: logits ``hidden [N, H] @ item_weight.T`` (row 0 = padding).
+
+    Computed by :class:`ChunkedSoftmaxCE` (the same value and gradients, a block of logits at a time).
+    """
+    if hidden.shape[0] == 0:
+        return (hidden.sum() + item_weight.sum()) * 0.0
+    return ChunkedSoftmaxCE.apply(hidden, item_weight, targets)
 
 
 SAMPLINGS = ("uniform", "popularity")
@@ -207,15 +264,37 @@ class SampledSoftmax(nn.Module):
         return F.cross_entropy(logits, torch.zeros_like(targets))
 
 
-NEXT_ITEM_LOSSES = ("ce", "bce", "sampled")
+def gbce_loss(
+    hidden: torch.Tensor, targets: torch.Tensor, item_weight: torch.Tensor, negatives: torch.Tensor, t: float
+) -> torch.Tensor:
+    """gBCE (Petrov & Macdonald 2023, gSASRec, arXiv:2308.07192): binary cross-entropy whose positive term is
+    raised to the power ``beta``, which undoes the overconfidence that sampling negatives teaches.
+
+    ``negatives [K]`` are shared by every row (a sampled negative equal to a row's positive is left out of
+    that row); with sampling rate ``alpha = K / (n_items - 1)`` and calibration ``t`` in [0, 1],
+    ``beta = alpha (t (1 - 1/alpha) + 1/alpha)``: ``t = 0`` is plain BCE, ``t = 1`` calibrates the scores to
+    the full softmax. Mean over the ``1 + K`` logits of every row, as the authors' code.
+    """
+    n_items = item_weight.shape[0] - 1
+    alpha = negatives.numel() / max(1, n_items - 1)
+    beta = alpha * (t * (1 - 1 / alpha) + 1 / alpha)
+    positive = (hidden * item_weight[targets]).sum(-1)
+    negative = hidden @ item_weight[negatives].T
+    keep = negatives.unsqueeze(0) != targets.unsqueeze(-1)
+    total = beta * F.softplus(-positive).sum() + (F.softplus(negative) * keep).sum()
+    return total / (positive.numel() * (1 + negatives.numel()))
+
+
+NEXT_ITEM_LOSSES = ("ce", "bce", "sampled", "gbce")
 
 
 class NextItemLoss(nn.Module):
     """The training loss of a next-item model that scores by dot product with the item table.
 
     ``ce``: full-softmax cross-entropy over every item; ``bce``: binary cross-entropy against one uniform
-    negative per target (SASRec's paper, Kang & McAuley 2018); ``sampled``: :class:`SampledSoftmax`.
-    ``allowed`` narrows the choice for a model; an unknown name is a user error naming ``model``.
+    negative per target (SASRec's paper, Kang & McAuley 2018); ``sampled``: :class:`SampledSoftmax`;
+    ``gbce``: :func:`gbce_loss` over ``num_negatives`` uniform negatives shared by the batch, calibration
+    ``gbce_t``. ``allowed`` narrows the choice for a model; an unknown name is a user error naming ``model``.
     """
 
     def __init__(
@@ -226,14 +305,21 @@ class NextItemLoss(nn.Module):
         sampling: str = "uniform",
         model: str = "model",
         allowed: tuple[str, ...] = NEXT_ITEM_LOSSES,
+        gbce_t: float = 0.75,
     ) -> None:
         super().__init__()
         if kind not in allowed:
             from recsys_cli.errors import RecsysError
 
             raise RecsysError(f"unknown {model} loss '{kind}'; set model.loss to one of: {', '.join(allowed)}.")
+        if kind == "gbce" and not 0.0 <= gbce_t <= 1.0:
+            from recsys_cli.errors import RecsysError
+
+            raise RecsysError(f"model.gbce_t={gbce_t} must lie between 0 and 1; e.g. model.gbce_t=0.75.")
         self.kind = kind
         self.n_items = n_items
+        self.num_negatives = num_negatives
+        self.gbce_t = gbce_t
         self.sampled = SampledSoftmax(n_items, num_negatives, sampling) if kind == "sampled" else None
 
     def forward(self, hidden: torch.Tensor, targets: torch.Tensor, item_weight: torch.Tensor) -> torch.Tensor:
@@ -242,6 +328,9 @@ class NextItemLoss(nn.Module):
             return full_softmax_loss(hidden, targets, item_weight)
         if self.sampled is not None:
             return self.sampled(hidden, targets, item_weight)
+        if self.kind == "gbce":
+            negatives = torch.randint(1, self.n_items + 1, (min(self.num_negatives, self.n_items),), device=hidden.device)
+            return gbce_loss(hidden, targets, item_weight, negatives, self.gbce_t)
         negatives = sample_negatives(targets, self.n_items).squeeze(-1)
         positive = (hidden * item_weight[targets]).sum(-1)
         negative = (hidden * item_weight[negatives]).sum(-1)

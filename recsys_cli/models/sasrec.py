@@ -6,7 +6,8 @@ a window train at once. Loss ``ce``: full-softmax cross-entropy over every item 
 when the catalogue fits, cf. Klenitskiy & Vasilev 2023); ``bce``: the paper's binary cross-entropy
 with one uniformly sampled negative per position; ``sampled``: sampled softmax with ``num_negatives``
 negatives shared across the batch (:class:`~recsys_cli.models.components.SampledSoftmax`), for
-catalogues too large for a full softmax.
+catalogues too large for a full softmax; ``gbce``: gSASRec's calibrated binary cross-entropy over
+``num_negatives`` shared negatives (:func:`~recsys_cli.models.components.gbce_loss`).
 """
 
 from __future__ import annotations
@@ -42,12 +43,13 @@ class SASRec(DotProductRecommender):
         loss: str = "ce",
         num_negatives: int = 256,
         sampling: str = "uniform",
+        gbce_t: float = 0.75,
         **training: Any,
     ) -> None:
         """``training``: the optimiser settings every model shares (:class:`Recommender`: lr, weight_decay, ...)."""
         super().__init__(n_items=n_items, max_len=max_len, **training)
         self.save_hyperparameters()
-        self.next_item_loss = NextItemLoss(loss, n_items, num_negatives, sampling, model="SASRec")
+        self.next_item_loss = NextItemLoss(loss, n_items, num_negatives, sampling, model="SASRec", gbce_t=gbce_t)
         self.item_embedding = nn.Embedding(n_items + 1, hidden_size, padding_idx=0)
         self.position_embedding = nn.Embedding(max_len, hidden_size)
         self.dropout = FastDropout(dropout)

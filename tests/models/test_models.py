@@ -35,24 +35,24 @@ def test_sasrec_outputs_are_finite_with_padding_and_ignore_padded_items():
     assert scores.shape == (2, 31) and torch.isfinite(scores).all()
 
 
-@pytest.mark.parametrize("loss", ["ce", "bce"])
+@pytest.mark.parametrize("loss", ["ce", "bce", "gbce"])
 def test_sasrec_learns_a_deterministic_successor_rule(loss):
     # item i is always followed by i + 1: after training, the top item after [.., i] must be i + 1.
     torch.manual_seed(0)
-    model = tiny_sasrec(loss=loss, num_layers=1, n_items=12).train()
+    model = tiny_sasrec(loss=loss, num_layers=1, n_items=12, num_negatives=8).train()
     sequences = np.concatenate([np.arange(s, s + 9) % 12 + 1 for s in range(12)])
     starts, ends = np.arange(12) * 9, np.arange(1, 13) * 9
     windows = torch.from_numpy(training_windows(sequences, starts, ends, 8))
     batch = {keys.HISTORY: windows[:, :-1], keys.NEXT_ITEMS: windows[:, 1:]}
     optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
     first = None
-    for _ in range(150):
+    for _ in range(300 if loss == "gbce" else 150):  # a few shared negatives: more steps
         optimizer.zero_grad()
         value = model.loss(batch)
         first = first if first is not None else value.item()
         value.backward()
         optimizer.step()
-    assert value.item() < first / 3
+    assert value.item() < first / (1.5 if loss == "gbce" else 3)  # gBCE's mean spreads over 1 + K logits
     model.eval()
     with torch.no_grad():
         scores = model.score_all({keys.HISTORY: windows[:, 1:]})
@@ -100,3 +100,90 @@ def test_sasrec_trimming_shared_padding_changes_nothing():
         expected = torch.nn.functional.cross_entropy(logits, next_items[next_items > 0])
     assert torch.allclose(trimmed, full, atol=1e-5)
     assert torch.allclose(loss, expected, atol=1e-5)
+
+
+def test_gbce_matches_its_formula_and_leaves_a_negative_equal_to_the_positive_out():
+    from recsys_cli.models.components import gbce_loss
+
+    torch.manual_seed(0)
+    hidden, table = torch.randn(3, 4), torch.randn(11, 4)  # 10 items
+    targets, negatives = torch.tensor([1, 5, 7]), torch.tensor([5, 2, 9])
+    alpha, t = 3 / 9, 0.75
+    beta = alpha * (t * (1 - 1 / alpha) + 1 / alpha)
+    positive = (hidden * table[targets]).sum(-1)
+    negative = hidden @ table[negatives].T
+    negative_cost = torch.nn.functional.softplus(negative)
+    negative_cost[1, 0] = 0  # row 1's positive (5) was drawn as a negative: not counted against it
+    expected = (beta * torch.nn.functional.softplus(-positive).sum() + negative_cost.sum()) / (3 * 4)
+    assert torch.allclose(gbce_loss(hidden, targets, table, negatives, t), expected)
+    # t = 0 is plain binary cross-entropy (beta = 1)
+    plain = (torch.nn.functional.softplus(-positive).sum() + negative_cost.sum()) / 12
+    assert torch.allclose(gbce_loss(hidden, targets, table, negatives, 0.0), plain)
+
+
+def test_gbce_t_out_of_range_is_a_user_error():
+    from recsys_cli.errors import RecsysError
+
+    with pytest.raises(RecsysError, match=r"model\.gbce_t=1\.5 must lie between 0 and 1"):
+        tiny_sasrec(loss="gbce", gbce_t=1.5)
+
+
+def test_step_schedule_warms_up_then_decays_to_zero():
+    from recsys_cli.models.base import StepSchedule
+
+    cosine = StepSchedule("cosine", warmup=4, total=14)
+    assert [cosine(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert cosine(4) == 1.0 and abs(cosine(9) - 0.5) < 1e-9 and cosine(14) == 0.0 and cosine(20) == 0.0
+    linear = StepSchedule("linear", warmup=0, total=10)
+    assert [round(linear(s), 2) for s in (0, 5, 10)] == [1.0, 0.5, 0.0]
+    assert StepSchedule("constant", warmup=2, total=10)(7) == 1.0
+
+
+def test_unknown_schedules_and_plateau_with_warmup_are_user_errors():
+    from recsys_cli.errors import RecsysError
+
+    with pytest.raises(RecsysError, match=r"unknown model\.lr_schedule 'step'"):
+        tiny_sasrec(lr_schedule="step")
+    with pytest.raises(RecsysError, match=r"model\.lr_decay \(decay on a plateau\) cannot be combined"):
+        tiny_sasrec(lr_decay=0.5, warmup_epochs=1)
+    with pytest.raises(RecsysError, match="warmup_epochs=-1 must be 0 or more"):
+        tiny_sasrec(warmup_epochs=-1)
+
+
+@pytest.mark.parametrize("rows", [1, 7, 300])
+def test_chunked_cross_entropy_gives_the_loss_and_gradients_of_the_full_softmax(rows, monkeypatch):
+    from recsys_cli.models import components
+
+    monkeypatch.setattr(components, "CE_CHUNK_ENTRIES", 40 * 11)  # chunks of 40 rows: several, and a ragged last
+    torch.manual_seed(0)
+    hidden = torch.randn(rows, 6, dtype=torch.float64, requires_grad=True)
+    table = torch.randn(11, 6, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(1, 11, (rows,))
+    (components.full_softmax_loss(hidden, targets, table) * 3).backward()
+    mine = hidden.grad.clone(), table.grad.clone()
+    hidden.grad = table.grad = None
+    logits = hidden @ table.T
+    logits = torch.cat([torch.full_like(logits[:, :1], -torch.inf), logits[:, 1:]], dim=1)
+    expected = torch.nn.functional.cross_entropy(logits, targets) * 3
+    expected.backward()
+    assert torch.allclose(components.full_softmax_loss(hidden, targets, table), expected / 3)
+    assert torch.allclose(mine[0], hidden.grad) and torch.allclose(mine[1], table.grad)
+
+
+def test_warmup_and_cosine_schedule_run_through_train_and_are_logged(workdir):
+    # 120 users / batch 64 = 2 steps per epoch, 3 epochs: warm-up over epoch 1, then cosine to 0 at step 6.
+    import pandas as pd
+
+    from recsys_cli.config import compose_config
+    from recsys_cli.tasks import train
+
+    from tests.conftest import TINY_DATA, TINY_MODEL
+
+    overrides = [*workdir, *TINY_DATA, *TINY_MODEL, "model=sasrec", "trainer.max_epochs=3", "logger=csv"]
+    overrides += ["model.lr=0.01", "model.warmup_epochs=1", "model.lr_schedule=cosine", "train.patience=10"]
+    result = train.run(compose_config(overrides))
+    log = pd.read_csv(result.run_dir / "logs" / "metrics.csv")
+    lrs = log["train/lr"].dropna().tolist()
+    assert lrs == pytest.approx([0.01, 0.005, 0.0], abs=1e-9)  # after steps 2, 4 and 6
+    seconds = log["time/elapsed_s"].dropna().tolist()
+    assert len(seconds) == 3 and seconds == sorted(seconds) and seconds[0] > 0
