@@ -76,6 +76,7 @@ def main() -> None:
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench_long")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--reuse", action="store_true", help="tabulate recipes already run in --out again")
     options = parser.parse_args()
 
     cores = len(os.sched_getaffinity(0))
@@ -90,7 +91,11 @@ def main() -> None:
             fitted = curves["default"] if "default" in curves else None
             per_epoch = fitted["minutes"].iloc[-1] / len(fitted) if fitted is not None else options.minutes / 10
             max_epochs = max(2, math.floor(options.minutes / (per_epoch * COST.get(name, 1.0))))
-        results[name] = train(name, [*common, *RECIPES[name]], out, options.minutes, max_epochs)
+        done = out / name / "metrics.json"
+        if options.reuse and done.is_file():  # a finished run of this recipe: tabulate it, train nothing
+            results[name] = {**json.loads(done.read_text()), "run_dir": str(out / name)}
+        else:
+            results[name] = train(name, [*common, *RECIPES[name]], out, options.minutes, max_epochs)
         curves[name] = curve(Path(results[name]["run_dir"]))
 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -103,7 +108,7 @@ def main() -> None:
     for name, table in curves.items():
         axes.plot(table["minutes"], table[MONITOR], marker=".", label=name)
         best_epoch = int(table[MONITOR].idxmax())
-        test = results[name]["metrics"]["test"]
+        test = results[name]["test"]
         rows.append(
             {
                 "recipe": name,

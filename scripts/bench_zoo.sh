@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every recommender on MovieLens-100K: leave-one-out by time, full ranking over all items, several seeds.
+# Every recommender on MovieLens-100K (DATA=office: Amazon Office 2014, or any data config): leave-one-out by time, full ranking over all items, several seeds.
 # Each model trains with early stopping on validation NDCG@10 under its usual protocol (general models
 # -- pop, bpr, itemknn, ease, twotower -- with the user's history masked, as RecBole does; sequential ones
 # without), then its best checkpoint is evaluated again under the other masking, so every model has
@@ -8,7 +8,9 @@
 # runs/bench_zoo/summary.json and summary.md.
 #   MODELS="pop bpr sasrec" SEEDS="1 2 3" JOBS=2 bash scripts/bench_zoo.sh [hydra overrides for every run]
 #   SUMMARY_ONLY=1 bash scripts/bench_zoo.sh     # the table of the runs already there (e.g. after re-running some)
-# JOBS runs side by side, each with THREADS torch threads (default cores/JOBS). Needs ../shared/data/ml-100k.
+#   DATA=office OUT=runs/bench_zoo_office SEEDS=1 bash scripts/bench_zoo.sh
+# JOBS runs side by side, each with THREADS torch threads (default cores/JOBS). Needs ../shared/data/ml-100k
+# (or the DATA's folder).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -z "${RECSYS:-}" ]; then  # the project's venv (make test / make demo create it), else recsys on PATH
@@ -17,10 +19,11 @@ fi
 MODELS=${MODELS:-"pop bpr itemknn ease twotower gru4rec sasrec bert4rec hstu"}
 SEEDS=${SEEDS:-"1 2 3"}
 JOBS=${JOBS:-1}
+DATA=${DATA:-ml100k}
 OUT=${OUT:-runs/bench_zoo}
 THREADS=${THREADS:-$(( $(nproc) / JOBS > 0 ? $(nproc) / JOBS : 1 ))}  # torch threads per run
 mkdir -p "$OUT"
-export RECSYS OUT THREADS
+export RECSYS OUT THREADS DATA
 EXTRA="$*"
 export EXTRA
 
@@ -28,7 +31,7 @@ one_run() {
   local model=$1 seed=$2 masked=true other=false
   case $model in pop | bpr | itemknn | ease | twotower) ;; *) masked=false other=true ;; esac
   local name=${model}_s${seed}
-  OMP_NUM_THREADS=$THREADS $RECSYS train model="$model" data=ml100k seed="$seed" eval.mask_history=$masked \
+  OMP_NUM_THREADS=$THREADS $RECSYS train model="$model" data="$DATA" seed="$seed" eval.mask_history=$masked \
       logger=csv trainer.enable_progress_bar=false paths.runs_dir="$OUT" run.name="$name" $EXTRA > "$OUT/$name.log" 2>&1
   OMP_NUM_THREADS=$THREADS $RECSYS eval --checkpoint "$OUT/$name/checkpoints/best.ckpt" eval.mask_history=$other \
       --output "$OUT/$name/eval/other_masking.json" >> "$OUT/$name.log" 2>&1

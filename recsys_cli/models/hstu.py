@@ -14,8 +14,8 @@ The authors bucket the time to the *next* event; we use the query's own event, w
 knows. Dividing by the fixed ``max_len`` (the authors divide by the padded length) keeps a history's
 output the same however much padding its batch carries.
 
-Trained like SASRec: every position predicts its next item, by full softmax (``ce``) or sampled
-softmax (``sampled``) over the shared item embeddings.
+Trained like SASRec: every position predicts its next item, by full softmax (``ce``), sampled
+softmax (``sampled``) or gSASRec's gBCE (``gbce``) over the shared item embeddings.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from recsys_cli.models.components import (
 )
 from recsys_cli.models.item_repr import TEXT_DATA, TextItems
 
-LOSSES = ("ce", "sampled")
+LOSSES = ("ce", "sampled", "gbce")
 
 
 def time_buckets(times: torch.Tensor, num_buckets: int) -> torch.Tensor:
@@ -100,6 +100,7 @@ class HSTU(TextItems, DotProductRecommender):
         loss: str = "ce",
         num_negatives: int = 256,
         sampling: str = "uniform",
+        gbce_t: float = 0.75,
         **options: Any,
     ) -> None:
         """``options``: the optimiser settings every model shares (:class:`Recommender`: lr, weight_decay, ...)
@@ -108,7 +109,9 @@ class HSTU(TextItems, DotProductRecommender):
         super().__init__(n_items=n_items, max_len=max_len, **training)
         self.save_hyperparameters(ignore=list(TEXT_DATA))
         self.num_time_buckets = num_time_buckets
-        self.next_item_loss = NextItemLoss(loss, n_items, num_negatives, sampling, model="HSTU", allowed=LOSSES)
+        self.next_item_loss = NextItemLoss(
+            loss, n_items, num_negatives, sampling, model="HSTU", allowed=LOSSES, gbce_t=gbce_t
+        )
         self.build_items(n_items, hidden_size, text)
         self.position_embedding = nn.Embedding(max_len, hidden_size)
         self.embedding_scale = math.sqrt(hidden_size)  # the authors' input scaling

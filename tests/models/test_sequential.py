@@ -223,7 +223,7 @@ def test_sasrec_and_hstu_train_with_sampled_softmax_on_a_successor_rule():
 def test_unknown_losses_and_samplings_are_user_errors():
     from recsys_cli.errors import RecsysError
 
-    with pytest.raises(RecsysError, match=r"unknown HSTU loss 'bce'; set model\.loss to one of: ce, sampled"):
+    with pytest.raises(RecsysError, match=r"unknown HSTU loss 'bce'; set model\.loss to one of: ce, sampled, gbce"):
         HSTU(n_items=5, max_len=3, loss="bce")
     with pytest.raises(RecsysError, match="unknown negative sampling 'zipf'"):
         SASRec(n_items=5, max_len=3, loss="sampled", sampling="zipf")
