@@ -91,12 +91,16 @@ def native_bf16(accelerator: str = "cpu") -> bool:
     """Whether the hardware computes bfloat16 natively (so bf16 mixed precision is faster, not emulated).
 
     A GPU: ``torch.cuda.is_bf16_supported()``. A CPU: the ``avx512_bf16`` or ``amx_bf16`` instructions
-    (Linux ``/proc/cpuinfo``); elsewhere bf16 matrix products are emulated and slower than float32.
+    (Linux ``/proc/cpuinfo``); elsewhere bf16 matrix products are emulated and slower than float32. A CPU whose
+    instruction set is capped below bf16 (``ONEDNN_MAX_CPU_ISA=AVX2``, ``ATEN_CPU_CAPABILITY=avx2``: how an
+    AVX2-only CPU is stood in for, ``scripts/bench_avx2.sh``) counts as without.
     """
     import torch
 
     if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
         return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if isa_capped_below_bf16():
+        return False
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
             for line in cpuinfo:
@@ -106,6 +110,18 @@ def native_bf16(accelerator: str = "cpu") -> bool:
     except OSError:
         pass
     return False
+
+
+def isa_capped_below_bf16() -> bool:
+    """Whether the environment caps torch's or oneDNN's instruction set below native bf16."""
+    import os
+
+    onednn = os.environ.get("ONEDNN_MAX_CPU_ISA", os.environ.get("DNNL_MAX_CPU_ISA", "")).upper()
+    aten = os.environ.get("ATEN_CPU_CAPABILITY", "").lower()
+    return (bool(onednn) and "BF16" not in onednn and "AMX" not in onednn and onednn != "ALL") or aten in (
+        "default",
+        "avx2",
+    )
 
 
 def resolve_precision(precision: object, accelerator: str = "cpu") -> object:

@@ -56,7 +56,7 @@ def curve(run_dir: Path) -> pd.DataFrame:
 
 
 def train(name: str, overrides: list[str], out: Path, minutes: float, max_epochs: int | None) -> dict:
-    limit = f"00:00:{int(minutes):02d}:{int(round((minutes % 1) * 60)):02d}"
+    limit = f"00:00:{int(minutes):02d}:{round((minutes % 1) * 60):02d}"
     args = [*overrides, f"trainer.max_time={limit}", f"paths.runs_dir={out}", f"run.name={name}", "--json"]
     if max_epochs:
         args.insert(len(overrides), f"trainer.max_epochs={max_epochs}")

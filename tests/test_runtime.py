@@ -47,3 +47,26 @@ def test_precision_auto_resolves_by_native_bf16(monkeypatch):
     monkeypatch.setattr(runtime, "native_bf16", lambda accelerator="cpu": False)
     assert runtime.resolve_precision("auto") == "32-true"
     assert isinstance(runtime.native_bf16("cpu"), bool)
+
+
+@pytest.mark.parametrize(
+    ("env", "capped"),
+    [
+        ({"ONEDNN_MAX_CPU_ISA": "AVX2"}, True),
+        ({"ONEDNN_MAX_CPU_ISA": "avx512_core_amx"}, False),
+        ({"ONEDNN_MAX_CPU_ISA": "ALL"}, False),
+        ({"ATEN_CPU_CAPABILITY": "avx2"}, True),
+        ({"ATEN_CPU_CAPABILITY": "avx512"}, False),
+        ({}, False),
+    ],
+)
+def test_an_instruction_set_capped_below_bf16_means_no_native_bf16(monkeypatch, env, capped):
+    from recsys_cli import runtime
+
+    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert runtime.isa_capped_below_bf16() is capped
+    if capped:
+        assert runtime.native_bf16("cpu") is False

@@ -36,9 +36,7 @@ def check_schedule(lr_schedule: str, warmup_epochs: float, lr_decay: float | Non
     from recsys_cli.errors import RecsysError
 
     if lr_schedule not in LR_SCHEDULES:
-        raise RecsysError(
-            f"unknown model.lr_schedule '{lr_schedule}'; use one of: {', '.join(LR_SCHEDULES)}."
-        )
+        raise RecsysError(f"unknown model.lr_schedule '{lr_schedule}'; use one of: {', '.join(LR_SCHEDULES)}.")
     if warmup_epochs < 0:
         raise RecsysError(f"model.warmup_epochs={warmup_epochs} must be 0 or more; e.g. model.warmup_epochs=1.")
     if lr_decay and (lr_schedule != "constant" or warmup_epochs > 0):

@@ -329,7 +329,8 @@ class NextItemLoss(nn.Module):
         if self.sampled is not None:
             return self.sampled(hidden, targets, item_weight)
         if self.kind == "gbce":
-            negatives = torch.randint(1, self.n_items + 1, (min(self.num_negatives, self.n_items),), device=hidden.device)
+            count = min(self.num_negatives, self.n_items)
+            negatives = torch.randint(1, self.n_items + 1, (count,), device=hidden.device)
             return gbce_loss(hidden, targets, item_weight, negatives, self.gbce_t)
         negatives = sample_negatives(targets, self.n_items).squeeze(-1)
         positive = (hidden * item_weight[targets]).sum(-1)

@@ -176,7 +176,6 @@ def test_warmup_and_cosine_schedule_run_through_train_and_are_logged(workdir):
 
     from recsys_cli.config import compose_config
     from recsys_cli.tasks import train
-
     from tests.conftest import TINY_DATA, TINY_MODEL
 
     overrides = [*workdir, *TINY_DATA, *TINY_MODEL, "model=sasrec", "trainer.max_epochs=3", "logger=csv"]
