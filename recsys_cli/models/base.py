@@ -49,13 +49,20 @@ def check_schedule(lr_schedule: str, warmup_epochs: float, lr_decay: float | Non
 class StepSchedule:
     """The learning-rate factor at optimiser step ``step``: a linear warm-up over ``warmup`` steps from
     ``1 / warmup``, then constant, or a cosine / linear decay to zero at step ``total`` (the run's planned
-    steps, ``trainer.max_epochs`` epochs). A plain object so its settings travel in checkpoints (LambdaLR
-    saves a callable object's attributes)."""
+    steps, ``trainer.max_epochs`` epochs; :meth:`fit_in_time` brings it forward to a wall-clock limit). A plain
+    object so its settings travel in checkpoints (LambdaLR saves a callable object's attributes)."""
 
     def __init__(self, kind: str, warmup: int, total: int) -> None:
         self.kind = kind
         self.warmup = warmup
         self.total = max(total, warmup + 1)
+        self.planned = self.total
+
+    def fit_in_time(self, step: int, steps_per_epoch: int, seconds_per_epoch: float, seconds_left: float) -> None:
+        """End the decay with the last whole epoch that fits in ``seconds_left`` (``trainer.max_time``), or at
+        the planned step if that comes first; re-estimated every epoch, so the decay follows the run's speed."""
+        epochs_left = max(0, math.floor(seconds_left / max(seconds_per_epoch, 1e-9)))
+        self.total = max(step + 1, self.warmup + 1, min(self.planned, step + epochs_left * steps_per_epoch))
 
     def __call__(self, step: int) -> float:
         if step < self.warmup:
@@ -133,6 +140,7 @@ class Recommender(pl.LightningModule):
 
     def on_train_start(self) -> None:
         self._fit_start = time.perf_counter()
+        self._epochs_this_fit = 0
 
     def on_train_epoch_end(self) -> None:
         if self._epoch_loss is not None:
@@ -144,7 +152,24 @@ class Recommender(pl.LightningModule):
         optimizers = self.trainer.optimizers if self._trainer is not None else []
         if optimizers and optimizers[0].param_groups:  # models fitted by counting have a mock optimiser
             self.log("train/lr", float(optimizers[0].param_groups[0]["lr"]))
-        self.log("time/elapsed_s", time.perf_counter() - getattr(self, "_fit_start", time.perf_counter()))
+        elapsed = time.perf_counter() - getattr(self, "_fit_start", time.perf_counter())
+        self.log("time/elapsed_s", elapsed)
+        self._fit_schedule_in_time(elapsed)
+
+    def _fit_schedule_in_time(self, elapsed: float) -> None:
+        """Under ``trainer.max_time``, a decaying schedule ends when the time does (see StepSchedule.fit_in_time)."""
+        from pytorch_lightning.callbacks import Timer
+
+        if self._trainer is None or self.lr_schedule == "constant" or not self.trainer.lr_scheduler_configs:
+            return
+        schedule = getattr(self.trainer.lr_scheduler_configs[0].scheduler, "lr_lambdas", [None])[0]
+        timer = next((c for c in self.trainer.callbacks if isinstance(c, Timer)), None)
+        left = timer.time_remaining() if timer is not None else None
+        if not isinstance(schedule, StepSchedule) or left is None:
+            return
+        self._epochs_this_fit += 1
+        per_epoch = elapsed / self._epochs_this_fit
+        schedule.fit_in_time(self.trainer.global_step, self.trainer.num_training_batches, per_epoch, left)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self.score_all(batch)

@@ -170,7 +170,8 @@ def test_chunked_cross_entropy_gives_the_loss_and_gradients_of_the_full_softmax(
     assert torch.allclose(mine[0], hidden.grad) and torch.allclose(mine[1], table.grad)
 
 
-def test_warmup_and_cosine_schedule_run_through_train_and_are_logged(workdir):
+@pytest.mark.parametrize("limit", [[], ["trainer.max_time=00:00:30:00"]])  # time to spare: the planned decay
+def test_warmup_and_cosine_schedule_run_through_train_and_are_logged(workdir, limit):
     # 120 users / batch 64 = 2 steps per epoch, 3 epochs: warm-up over epoch 1, then cosine to 0 at step 6.
     import pandas as pd
 
@@ -179,10 +180,22 @@ def test_warmup_and_cosine_schedule_run_through_train_and_are_logged(workdir):
     from tests.conftest import TINY_DATA, TINY_MODEL
 
     overrides = [*workdir, *TINY_DATA, *TINY_MODEL, "model=sasrec", "trainer.max_epochs=3", "logger=csv"]
-    overrides += ["model.lr=0.01", "model.warmup_epochs=1", "model.lr_schedule=cosine", "train.patience=10"]
+    overrides += ["model.lr=0.01", "model.warmup_epochs=1", "model.lr_schedule=cosine", "train.patience=10", *limit]
     result = train.run(compose_config(overrides))
     log = pd.read_csv(result.run_dir / "logs" / "metrics.csv")
     lrs = log["train/lr"].dropna().tolist()
     assert lrs == pytest.approx([0.01, 0.005, 0.0], abs=1e-9)  # after steps 2, 4 and 6
     seconds = log["time/elapsed_s"].dropna().tolist()
     assert len(seconds) == 3 and seconds == sorted(seconds) and seconds[0] > 0
+
+
+def test_a_decaying_schedule_ends_with_the_last_epoch_that_fits_in_the_time_limit():
+    from recsys_cli.models.base import StepSchedule
+
+    schedule = StepSchedule("cosine", warmup=10, total=1000)  # 10 steps per epoch, 100 epochs planned
+    schedule.fit_in_time(step=10, steps_per_epoch=10, seconds_per_epoch=30.0, seconds_left=95.0)
+    assert schedule.total == 40 and schedule(40) == 0.0  # three more epochs fit in 95 s
+    schedule.fit_in_time(step=20, steps_per_epoch=10, seconds_per_epoch=10.0, seconds_left=10_000.0)
+    assert schedule.total == 1000  # never past the planned end (trainer.max_epochs)
+    schedule.fit_in_time(step=30, steps_per_epoch=10, seconds_per_epoch=30.0, seconds_left=-5.0)
+    assert schedule.total == 31 and schedule(31) == 0.0
