@@ -65,7 +65,9 @@ QUANTILE_STRATA = 10
 CONFIG_KEY = "data.text.source"
 NUMERIC_KINDS = {"integer", "floating", "mixed-integer-float", "decimal", "boolean"}  # pandas.api.types.infer_dtype
 FORMAT_VERSION = 1  # bump when the cleaning or splitting rules change: processed folders and tokenisations are redone
-TEXT_SCHEMA_VERSION = 1  # bump when the processed folder's files or their columns change
+# bump when the processed folder's files or their columns change, or what its key covers (2: unknown_labels;
+# version 1 folders prepared with intents held out were reused by runs without them)
+TEXT_SCHEMA_VERSION = 2
 TEXTS_FILE, LABELS_FILE, META_FILE = "texts.parquet", "labels.json", "meta.json"
 
 
@@ -827,8 +829,8 @@ def prepare_text(
 
     The folder's key is computed without loading the data: from ``source.fingerprint()`` (a hash of the
     files or the generator's parameters) and the arguments of :func:`prepare_text_data`, which builds the
-    folder's content. ``settings``: its ``task``, ``valid_ratio``, ``test_ratio``, ``seed`` and ``dedupe``
-    (defaults in ``SPLIT_SETTINGS``). ``force`` rebuilds an existing folder.
+    folder's content. ``settings``: its ``task``, ``valid_ratio``, ``test_ratio``, ``seed``, ``dedupe`` and
+    ``unknown_labels`` (defaults in ``SPLIT_SETTINGS``). ``force`` rebuilds an existing folder.
 
     Returns:
         The splits (with ``path`` and ``key`` set) and whether an existing folder was reused.
@@ -847,6 +849,7 @@ def prepare_text(
         "seed": int(options["seed"]),
         "dedupe": bool(options["dedupe"]),
         "label_names": None if label_names is None else [str(label) for label in label_names],
+        "unknown_labels": float(options["unknown_labels"]),
         "format_version": FORMAT_VERSION,
     }
     key = hash_files([], {**parameters, "schema": TEXT_SCHEMA_VERSION})

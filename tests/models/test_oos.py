@@ -10,7 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 from recsys_cli.cli import app
-from recsys_cli.data.text import TableTextSource, prepare_text_data
+from recsys_cli.data.text import TableTextSource, prepare_text, prepare_text_data
 from recsys_cli.errors import RecsysError
 from recsys_cli.evaluation import oos
 from tests.conftest import TINY_TEXT
@@ -57,6 +57,19 @@ def test_a_quarter_of_the_intents_held_out_as_unknown(tmp_path):
     with pytest.raises(RecsysError, match="unknown_labels"):
         prepare_text_data(source, unknown_labels=1.0)
 
+
+
+def test_held_out_intents_are_part_of_the_processed_folders_key(tmp_path):
+    # A folder prepared with intents held out must never be reused by a run without them (and back).
+    source = TableTextSource(path=str(_table(tmp_path / "t.csv")))
+    settings = {"valid_ratio": 0.25, "test_ratio": 0.25, "seed": 3}
+    held, reused = prepare_text("t", source, tmp_path / "data", unknown_labels=0.25, **settings)
+    assert not reused and held.oos_label is not None
+    plain, reused = prepare_text("t", source, tmp_path / "data", **settings)
+    assert not reused and plain.oos_label is None and "oos" not in plain.label_names
+    assert len(plain.label_names) == 8 and len(plain.train) > len(held.train)
+    again, reused = prepare_text("t", source, tmp_path / "data", unknown_labels=0.25, **settings)
+    assert reused and again.label_names == held.label_names
 
 def test_thresholds_travel_in_the_checkpoint_and_predict_marks_out_of_scope(tiny_encoder, workdir, tmp_path):
     args = [*workdir, *TINY_TEXT, "model=bert_intent", f"model.encoder={tiny_encoder}", "logger=none"]
