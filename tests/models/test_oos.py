@@ -58,7 +58,6 @@ def test_a_quarter_of_the_intents_held_out_as_unknown(tmp_path):
         prepare_text_data(source, unknown_labels=1.0)
 
 
-
 def test_held_out_intents_are_part_of_the_processed_folders_key(tmp_path):
     # A folder prepared with intents held out must never be reused by a run without them (and back).
     source = TableTextSource(path=str(_table(tmp_path / "t.csv")))
@@ -70,6 +69,7 @@ def test_held_out_intents_are_part_of_the_processed_folders_key(tmp_path):
     assert len(plain.label_names) == 8 and len(plain.train) > len(held.train)
     again, reused = prepare_text("t", source, tmp_path / "data", unknown_labels=0.25, **settings)
     assert reused and again.label_names == held.label_names
+
 
 def test_thresholds_travel_in_the_checkpoint_and_predict_marks_out_of_scope(tiny_encoder, workdir, tmp_path):
     args = [*workdir, *TINY_TEXT, "model=bert_intent", f"model.encoder={tiny_encoder}", "logger=none"]
