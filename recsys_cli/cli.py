@@ -288,6 +288,14 @@ def predict(
             "most like it (by the model's item vectors).",
         ),
     ] = False,
+    int8: Annotated[
+        bool,
+        typer.Option(
+            "--int8",
+            help="Text models on CPU: int8 dynamic quantisation of the encoder's linear layers (faster where the "
+            "CPU has no native bf16; predictions may differ slightly, see README).",
+        ),
+    ] = False,
     quiet: Quiet = False,
     as_json: AsJson = False,
 ) -> None:
@@ -310,6 +318,7 @@ def predict(
         text_column=text_column,
         embeddings=embeddings,
         explain=explain,
+        int8=int8,
     )
     render.set_output(quiet, as_json)
     result = _guard(task.predict, checkpoint, request)

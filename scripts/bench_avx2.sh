@@ -7,22 +7,35 @@
 #
 # Jobs: `make demo` end to end (scripts/demo.sh), SASRec on ML-100K (5 epochs: s/epoch), two SASRec runs side by
 # side (threads=auto), the intent encoder on BANKING77 (frozen features: the whole run; full fine-tuning: 20
-# steps of batch 32, extrapolated to an epoch).
-#   bash scripts/bench_avx2.sh            # writes runs/bench_avx2/summary.md
+# steps of batch 32, extrapolated to an epoch), and batch predict of BANKING77's test texts with the frozen
+# model as trained (bf16 where native, else float32) and with --int8: texts/s and test accuracy.
+#   bash scripts/bench_avx2.sh                 # writes runs/bench_avx2/summary.md
+#   PARTS="text" bash scripts/bench_avx2.sh    # only some parts (demo, ml, text); the others' last results stay
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -z "${RECSYS:-}" ]; then
   if [ -x .venv/bin/recsys ]; then RECSYS=$PWD/.venv/bin/recsys; else RECSYS=recsys; fi
 fi
 OUT=${OUT:-runs/bench_avx2}
-rm -rf "$OUT"; mkdir -p "$OUT"
+PARTS=${PARTS:-demo ml text}
+part() { [[ " $PARTS " == *" $1 "* ]]; }
+mkdir -p "$OUT"
 BIN=$(dirname "$RECSYS")
 CAP=(ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2)
 ML=../shared/data/ml-100k
 BANKING=../shared/data/banking77
 
-seconds() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$@"; }
+seconds() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$@" 2>/dev/null || echo "-"; }
 row() { echo "| $1 | $2 | $3 |" >> "$OUT/summary.md"; }
+# share of predicted top intents that match test.csv's category
+accuracy() {
+  python3 - "$1" "$BANKING/test.csv" <<'PY' 2>/dev/null || echo "-"
+import csv, json, sys
+rows = [json.loads(line) for line in open(sys.argv[1])]
+truth = [r["category"] for r in csv.DictReader(open(sys.argv[2]))]
+print(round(sum(r["intents"][:1] == [t] for r, t in zip(rows, truth)) / len(truth), 4))
+PY
+}
 
 {
   echo "cpu: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores"
@@ -34,12 +47,15 @@ row() { echo "| $1 | $2 | $3 |" >> "$OUT/summary.md"; }
 for isa in full avx2; do
   env=(); [ $isa = avx2 ] && env=("${CAP[@]}")
   dir=$OUT/$isa; mkdir -p "$dir"
-  # make demo, from an empty data and runs folder
-  start=$(date +%s.%N)
-  (cd "$dir" && mkdir -p demo && cd demo && ln -sfn ../../../../scripts scripts \
-    && env "${env[@]}" PATH="$BIN:$PATH" bash scripts/demo.sh > demo.log 2>&1)
-  echo "$(python3 -c "import time; print(round(time.time() - $start, 1))")" > "$dir/demo_seconds"
-  if [ -d $ML ]; then
+  if part demo; then  # make demo, from an empty data and runs folder
+    rm -rf "$dir/demo"
+    start=$(date +%s.%N)
+    (cd "$dir" && mkdir -p demo && cd demo && ln -sfn ../../../../scripts scripts \
+      && env "${env[@]}" PATH="$BIN:$PATH" bash scripts/demo.sh > demo.log 2>&1)
+    echo "$(python3 -c "import time; print(round(time.time() - $start, 1))")" > "$dir/demo_seconds"
+  fi
+  if part ml && [ -d $ML ]; then
+    rm -rf "$dir/sasrec" "$dir/side_a" "$dir/side_b"
     env "${env[@]}" "$RECSYS" train model=sasrec data=ml100k trainer.max_epochs=5 train.patience=100 logger=none \
       paths.runs_dir="$dir" run.name=sasrec -q
     env "${env[@]}" "$RECSYS" train model=sasrec data=ml100k trainer.max_epochs=5 train.patience=100 logger=none \
@@ -48,7 +64,8 @@ for isa in full avx2; do
       paths.runs_dir="$dir" run.name=side_b -q &
     wait
   fi
-  if [ -d $BANKING ]; then
+  if part text && [ -d $BANKING ]; then
+    rm -rf "$dir/frozen" "$dir/full20"
     start=$(date +%s.%N)
     env "${env[@]}" "$RECSYS" train model=bert_intent data=banking77 model.finetune=frozen logger=none \
       paths.runs_dir="$dir" run.name=frozen -q
@@ -56,6 +73,11 @@ for isa in full avx2; do
     env "${env[@]}" "$RECSYS" train model=bert_intent data=banking77 model.finetune=full trainer.max_epochs=1 \
       trainer.limit_train_batches=20 trainer.limit_val_batches=2 trainer.limit_test_batches=2 logger=none \
       paths.runs_dir="$dir" run.name=full20 -q
+    for mode in plain int8; do
+      flag=(); [ $mode = int8 ] && flag=(--int8)
+      env "${env[@]}" "$RECSYS" predict -c "$dir/frozen" -i $BANKING/test.csv -o "$dir/predict_$mode.jsonl" \
+        "${flag[@]}" --json > "$dir/predict_$mode.json"
+    done
   fi
 done
 
@@ -67,6 +89,13 @@ if [ -d $ML ]; then
     "$(seconds $OUT/avx2/side_a/metrics.json seconds_per_epoch), $(seconds $OUT/avx2/side_b/metrics.json seconds_per_epoch)"
 fi
 if [ -d $BANKING ]; then
+  for mode in plain int8; do
+    label="as trained (bf16 where native)"; [ $mode = int8 ] && label="--int8"
+    row "bert_intent BANKING77 predict 3,080 test texts, $label: texts / s" \
+      "$(seconds $OUT/full/predict_$mode.json rows_per_second)" "$(seconds $OUT/avx2/predict_$mode.json rows_per_second)"
+    row "bert_intent BANKING77 predict, $label: test accuracy" \
+      "$(accuracy $OUT/full/predict_$mode.jsonl)" "$(accuracy $OUT/avx2/predict_$mode.jsonl)"
+  done
   row "bert_intent BANKING77 frozen (features + head, whole run), s" "$(cat $OUT/full/frozen_seconds)" "$(cat $OUT/avx2/frozen_seconds)"
   epoch() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(round(d['fit_seconds'] / 20 * 282 / 60, 1))" "$1"; }
   row "bert_intent BANKING77 full fine-tune, one epoch (282 steps of 32, from 20), min" "$(epoch $OUT/full/full20/metrics.json)" "$(epoch $OUT/avx2/full20/metrics.json)"

@@ -438,6 +438,7 @@ def predict_cases(folder: Path) -> dict[str, tuple[Path, list[str]]]:
         "--explain": (folder / "mixed.jsonl", ["--explain"]),
         "--include-seen": (folder / "mixed.jsonl", ["--include-seen"]),
         "--embeddings for a recommender": (folder / "mixed.jsonl", ["--embeddings", str(folder / "e.parquet")]),
+        "--int8 for a recommender": (folder / "mixed.jsonl", ["--int8"]),
         "--input and --all-users": (folder / "mixed.jsonl", ["--all-users"]),
     }
 

@@ -62,6 +62,7 @@ class PredictRequest:
     text_column: str = "text"
     embeddings: Path | None = None
     explain: bool = False
+    int8: bool = False  # text models: int8 dynamic quantisation of the encoder's linear layers (CPU inference)
 
     def __post_init__(self) -> None:
         self.output = Path(self.output)

@@ -559,8 +559,8 @@ def recommend(checkpoint: dict[str, Any], request: PredictRequest) -> PredictRes
     if (request.input_path is None) == (not request.all_users):
         raise RecsysError("give either --input FILE or --all-users.")
     model_name = checkpoint[KEY]["config"]["model"]["name"]
-    if request.embeddings or request.text_column != "text":
-        option = "--embeddings" if request.embeddings else "--text-column"
+    if request.embeddings or request.text_column != "text" or request.int8:
+        option = "--embeddings" if request.embeddings else "--int8" if request.int8 else "--text-column"
         raise RecsysError(
             f"{option} is for text models, but the checkpoint is a recommender (model={model_name}); "
             "pass a bert_intent / bert_rating checkpoint, or drop the option to recommend items."

@@ -309,6 +309,24 @@ def out_of_scope_rule(model: Any, oos_label: int | None) -> tuple[str | None, fl
     return (method, threshold) if threshold == threshold else ("class", float("nan"))
 
 
+def quantize_int8(model: Any) -> Any:
+    """The text model with its encoder's linear layers quantised to int8 (dynamic: weights per output channel
+    once, activations per batch; PyTorch's fbgemm kernels, AVX2 and up). The head stays float32, so the
+    intents' probabilities and the out-of-scope thresholds keep their scale."""
+    import warnings
+
+    import torch
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    if "fbgemm" not in torch.backends.quantized.supported_engines:
+        raise RecsysError("--int8 needs PyTorch's fbgemm int8 kernels (x86 CPUs); drop --int8 on this machine.")
+    torch.backends.quantized.engine = "fbgemm"
+    with warnings.catch_warnings():  # torch.ao.quantization announces its move to torchao
+        warnings.simplefilter("ignore")
+        model.encoder = quantize_dynamic(model.encoder, {torch.nn.Linear: per_channel_dynamic_qconfig})
+    return model
+
+
 def predict_texts(checkpoint: dict[str, Any], request: PredictRequest) -> PredictResult:
     """Top-k intents with probabilities (or the predicted rating) per text; optionally pooled embeddings.
 
@@ -345,6 +363,8 @@ def predict_texts(checkpoint: dict[str, Any], request: PredictRequest) -> Predic
     texts = texts.fillna("").astype(str).str.split().str.join(" ")
     empty = (texts == "").to_numpy()
     model = build_module(checkpoint)
+    if request.int8:
+        model = quantize_int8(model)
     meta = checkpoint[KEY]
     names = np.asarray(meta["data"]["label_names"], dtype=object)
     regression = meta["data"]["task"] == "regression"
@@ -363,7 +383,8 @@ def predict_texts(checkpoint: dict[str, Any], request: PredictRequest) -> Predic
     pooled: torch.Tensor | None = None
     start = time.perf_counter()
     trainer_config = meta["config"].get("trainer", {})
-    autocast = inference_autocast(trainer_config.get("precision", "32-true"))  # as trained: bf16 where native
+    # as trained: bf16 where native; int8 layers take float32 activations
+    autocast = inference_autocast("32-true" if request.int8 else trainer_config.get("precision", "32-true"))
     total_batches = -(-len(order) // batch_size)
     with torch.inference_mode(), autocast, progress_bar(request.progress, total_batches) as advance:
         for begin in range(0, len(order), batch_size):

@@ -75,6 +75,27 @@ class StepSchedule:
         return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+# ``model.dropout=auto``: the SASRec paper's rule (Kang & McAuley 2018: 0.2 on MovieLens-1M, 0.5 on the sparse
+# Amazon and Steam data), with sparse meaning a training density (events / (users x items)) below 1%. Measured
+# on validation NDCG@10 over two or three seeds: Office (0.37% dense) SASRec 0.0548 -> 0.0569 and HSTU
+# 0.0561 -> 0.0569 with 0.5; ML-100K (6.2%) and the synthetic shop (3.6%) keep 0.2 (0.35 lost 0.5% on both).
+SPARSE_DENSITY = 0.01
+DENSE_DROPOUT, SPARSE_DROPOUT = 0.2, 0.5
+
+
+def density(data: DataSpec) -> float | None:
+    """Training events per (user, item) pair, or None where the spec does not say (no item counts)."""
+    if data.item_counts is None or not data.n_users or not data.n_items:
+        return None
+    return float(data.item_counts.sum()) / (data.n_users * data.n_items)
+
+
+def auto_dropout(data: DataSpec) -> float:
+    """``model.dropout=auto``: 0.5 on sparse training data (density below 1%), else 0.2."""
+    dense = density(data)
+    return SPARSE_DROPOUT if dense is not None and dense < SPARSE_DENSITY else DENSE_DROPOUT
+
+
 class Recommender(pl.LightningModule):
     """Base class: ``n_items`` and ``max_len`` come from the data; the rest from ``conf/model``."""
 
@@ -87,8 +108,18 @@ class Recommender(pl.LightningModule):
 
         ``settings``: the model's own settings (``conf/model``, or a checkpoint's hyperparameters), for a
         model whose data arguments depend on them (which encoder embeds the item text, say).
+        ``dropout: auto`` becomes a number here, from the data's density (:func:`auto_dropout`), so the
+        checkpoint's hyperparameters hold the value the model trained with.
         """
-        return {"n_items": data.n_items, "max_len": data.max_len}
+        arguments: dict[str, Any] = {"n_items": data.n_items, "max_len": data.max_len}
+        dropout = None if settings is None else settings.get("dropout")
+        if dropout == "auto":
+            arguments["dropout"] = auto_dropout(data)
+        elif isinstance(dropout, str):
+            from recsys_cli.errors import RecsysError
+
+            raise RecsysError(f"model.dropout={dropout} is not a number; give one in [0, 1) (e.g. 0.2) or auto.")
+        return arguments
 
     def __init__(
         self,

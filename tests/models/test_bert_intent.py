@@ -106,6 +106,23 @@ def test_train_eval_predict_intents_through_the_cli(tiny_encoder, workdir, tmp_p
     vectors = pd.read_parquet(emb)
     assert vectors["row"].tolist() == [0, 2] and len(vectors["embedding"][0]) == 32
 
+    # int8 dynamic quantisation of the encoder: the same intents, probabilities within a few points
+    many = tmp_path / "many.csv"
+    texts = [*pd.read_csv(queries)["query"].dropna(), "a lamp for my desk", "shoes"]
+    pd.DataFrame({"query": texts}).to_csv(many, index=False)
+    outs = {}
+    for flag in ([], ["--int8"]):
+        outs[bool(flag)] = tmp_path / f"int8-{bool(flag)}.jsonl"
+        args = ["-c", run / "checkpoints/best.ckpt", "-i", many, "--text-column", "query", "-o", outs[bool(flag)]]
+        result = invoke("predict", *args, *flag)
+        assert result.exit_code == 0, result.output
+    plain, quantised = (pd.read_json(outs[flag], lines=True) for flag in (False, True))
+    for a, b in zip(plain.itertuples(), quantised.itertuples()):
+        if len(a.intents):
+            assert abs(a.probabilities[0] - b.probabilities[0]) < 0.05
+            if a.probabilities[0] - a.probabilities[1] > 0.05:  # no near tie: the same intent wins
+                assert a.intents[0] == b.intents[0]
+
 
 def test_lora_checkpoint_is_small_and_reloads_to_the_same_predictions(tiny_encoder, workdir, tmp_path):
     args = [*workdir, *TINY_TEXT, "model=bert_intent", f"model.encoder={tiny_encoder}", "logger=none"]

@@ -199,3 +199,28 @@ def test_a_decaying_schedule_ends_with_the_last_epoch_that_fits_in_the_time_limi
     assert schedule.total == 1000  # never past the planned end (trainer.max_epochs)
     schedule.fit_in_time(step=30, steps_per_epoch=10, seconds_per_epoch=30.0, seconds_left=-5.0)
     assert schedule.total == 31 and schedule(31) == 0.0
+
+
+def test_dropout_auto_follows_the_training_datas_density(workdir):
+    from recsys_cli.config import compose_config
+    from recsys_cli.data.spec import DataSpec
+    from recsys_cli.errors import RecsysError
+    from recsys_cli.models.hstu import HSTU
+    from recsys_cli.tasks import train
+    from tests.conftest import TINY_DATA, TINY_MODEL
+
+    dense = DataSpec(n_users=10, n_items=20, max_len=5, item_counts=torch.tensor([0] + [5] * 20))  # 50%
+    sparse = DataSpec(n_users=1000, n_items=2000, max_len=5, item_counts=torch.tensor([0] + [3] * 2000))  # 0.3%
+    for cls in (SASRec, HSTU):
+        assert cls.data_arguments(dense, {"dropout": "auto"})["dropout"] == 0.2
+        assert cls.data_arguments(sparse, {"dropout": "auto"})["dropout"] == 0.5
+        assert "dropout" not in cls.data_arguments(sparse, {"dropout": 0.1})  # a number is the user's choice
+    assert SASRec.data_arguments(DataSpec(n_items=20, max_len=5), {"dropout": "auto"})["dropout"] == 0.2
+    with pytest.raises(RecsysError, match=r"model\.dropout=high"):
+        SASRec.data_arguments(sparse, {"dropout": "high"})
+    # Through train: the config keeps "auto", the checkpoint the number the model trained with.
+    overrides = [*workdir, *TINY_DATA, *TINY_MODEL, "model=sasrec", "trainer=debug", "logger=none"]
+    result = train.run(compose_config(overrides))
+    assert "dropout: auto" in (result.run_dir / "config.yaml").read_text()
+    checkpoint = torch.load(result.best_checkpoint, map_location="cpu", weights_only=False)
+    assert checkpoint["hyper_parameters"]["dropout"] in (0.2, 0.5)
