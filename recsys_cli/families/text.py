@@ -309,9 +309,23 @@ def out_of_scope_rule(model: Any, oos_label: int | None) -> tuple[str | None, fl
     return (method, threshold) if threshold == threshold else ("class", float("nan"))
 
 
+def _merge_lora(encoder: Any) -> None:
+    """Fold LoRA adapters into the weights they adapt and put the plain layers back (peft), in place."""
+    if not any("lora_" in name for name, _ in encoder.named_parameters()):
+        return
+    from peft.tuners.lora import LoraLayer
+
+    for name, module in list(encoder.named_modules()):
+        if isinstance(module, LoraLayer):
+            module.merge()
+            parent, _, child = name.rpartition(".")
+            setattr(encoder.get_submodule(parent) if parent else encoder, child, module.get_base_layer())
+
+
 def quantize_int8(model: Any) -> Any:
     """The text model with its encoder's linear layers quantised to int8 (dynamic: weights per output channel
-    once, activations per batch; PyTorch's fbgemm kernels, AVX2 and up). The head stays float32, so the
+    once, activations per batch; PyTorch's fbgemm kernels, AVX2 and up; LoRA adapters merged into the weights
+    first). The head stays float32, so the
     intents' probabilities and the out-of-scope thresholds keep their scale."""
     import warnings
 
@@ -321,6 +335,7 @@ def quantize_int8(model: Any) -> Any:
     if "fbgemm" not in torch.backends.quantized.supported_engines:
         raise RecsysError("--int8 needs PyTorch's fbgemm int8 kernels (x86 CPUs); drop --int8 on this machine.")
     torch.backends.quantized.engine = "fbgemm"
+    _merge_lora(model.encoder)
     with warnings.catch_warnings():  # torch.ao.quantization announces its move to torchao
         warnings.simplefilter("ignore")
         model.encoder = quantize_dynamic(model.encoder, {torch.nn.Linear: per_channel_dynamic_qconfig})

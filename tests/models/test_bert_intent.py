@@ -139,6 +139,11 @@ def test_lora_checkpoint_is_small_and_reloads_to_the_same_predictions(tiny_encod
     assert result.exit_code == 0, result.output
     again = json.loads((tmp_path / "m.json").read_text())
     assert again["test"] == pytest.approx(metrics["test"])
+    texts = tmp_path / "texts.csv"
+    pd.DataFrame({"text": ["a lamp for my desk", "shoes for running"]}).to_csv(texts, index=False)
+    result = invoke("predict", "-c", run, "-i", texts, "-o", tmp_path / "int8.jsonl", "--int8")  # adapters too
+    assert result.exit_code == 0, result.output
+    assert len(pd.read_json(tmp_path / "int8.jsonl", lines=True)) == 2
 
 
 def test_rating_regression_on_a_review_table(tiny_encoder, workdir, tmp_path):
@@ -277,3 +282,24 @@ def test_frozen_features_are_cached_at_the_runs_precision(tiny_encoder, workdir)
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
         expected = model.eval().embed(valid.token_batch(rows)).float()
     assert torch.equal(valid.features[torch.from_numpy(rows)], expected)
+
+
+def test_int8_merges_lora_adapters_exactly_then_quantises_the_encoder(tiny_encoder):
+    from recsys_cli.families.text import _merge_lora, quantize_int8
+
+    torch.manual_seed(0)
+    lora = BertIntent(n_labels=5, encoder=str(tiny_encoder), finetune="lora", lora_r=4).eval()
+    with torch.no_grad():
+        for name, parameter in lora.encoder.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 0.5)  # adapters that change the output
+    batch = {"input_ids": torch.randint(5, 40, (3, 7)), "attention_mask": torch.ones(3, 7, dtype=torch.long)}
+    with torch.no_grad():
+        adapted = lora.embed(batch)
+        _merge_lora(lora.encoder)
+        assert not any("lora_" in name for name, _ in lora.encoder.named_parameters())
+        assert torch.allclose(lora.embed(batch), adapted, atol=1e-5)  # merged: the same function
+        quantised = quantize_int8(lora)
+        linears = [m for m in quantised.encoder.modules() if type(m) is torch.nn.Linear]
+        assert not linears  # every encoder linear layer is int8
+        assert (quantised.embed(batch) - adapted).abs().max() < 0.1 * adapted.abs().max()
