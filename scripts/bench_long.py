@@ -44,7 +44,7 @@ RECIPES: dict[str, list[str]] = {
 }
 # Seconds per epoch relative to the default recipe (measured here: a sampled loss skips most of the catalogue,
 # a smaller batch pays more per-step overhead); only used to size a decaying recipe's max_epochs.
-COST = {"cosine_b32": 1.15, "b32": 1.15, "warmup_b32": 1.15, "gbce": 0.75, "sampled_logq": 0.75}
+COST = {"cosine_b32": 1.15, "gbce": 0.75, "sampled_logq": 0.75}
 MONITOR = "val/ndcg@10"
 
 
