@@ -60,7 +60,7 @@ def render_eval(result: Any) -> None:
 def render_predict(result: Any) -> None:
     table = Table(title="predict", show_header=False)
     for name, value in result.counts.items():
-        table.add_row(name, f"{value:,}")
+        table.add_row(name, f"{value:,}" if isinstance(value, int) else str(value))
     table.add_row("seconds", f"{result.seconds:.3f}")
     table.add_row("rows / second", f"{result.users_per_second:,.0f}")
     console.print(table)

@@ -74,7 +74,7 @@ class PredictRequest:
 class PredictResult:
     output: Path
     rows: int
-    counts: dict[str, int] = field(default_factory=dict)
+    counts: dict[str, int | str] = field(default_factory=dict)
     seconds: float = 0.0
 
     @property

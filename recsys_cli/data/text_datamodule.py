@@ -157,19 +157,35 @@ class TextDataModule(pl.LightningDataModule):
         return {keys.INPUT_IDS: encoded["input_ids"], keys.ATTENTION_MASK: encoded["attention_mask"]}
 
     @torch.inference_mode()
+    def embed_split(
+        self,
+        split: str,
+        embed: Callable[[dict[str, torch.Tensor]], torch.Tensor],
+        batch_size: int = 128,
+        device: torch.device | str = "cpu",
+    ) -> torch.Tensor:
+        """``embed(batch)`` of every row of ``split``, in row order, float32 on the CPU (cached features are
+        passed through as they are)."""
+        self.setup()
+        dataset = self.data[split]
+        if dataset.features is not None:
+            return embed({keys.FEATURES: dataset.features.to(device)}).float().cpu()
+        order = np.argsort(dataset.lengths, kind="stable")  # similar lengths together: little padding
+        features: torch.Tensor | None = None
+        for begin in range(0, len(order), batch_size):
+            rows = order[begin : begin + batch_size]
+            batch = {name: values.to(device) for name, values in dataset.token_batch(rows).items()}
+            output = embed(batch).float().cpu()
+            if features is None:
+                features = torch.empty(len(dataset), output.shape[1])
+            features[torch.from_numpy(rows)] = output
+        return features if features is not None else torch.empty(0, 0)
+
     def cache_features(self, embed: Callable[[dict[str, torch.Tensor]], torch.Tensor], batch_size: int = 128) -> None:
         """Replace each split's token batches by ``embed(batch)`` computed once (frozen encoders)."""
         self.setup()
-        for dataset in self.data.values():
-            order = np.argsort(dataset.lengths, kind="stable")  # similar lengths together: little padding
-            features: torch.Tensor | None = None
-            for begin in range(0, len(order), batch_size):
-                rows = order[begin : begin + batch_size]
-                output = embed(dataset.token_batch(rows)).float().cpu()
-                if features is None:
-                    features = torch.empty(len(dataset), output.shape[1])
-                features[torch.from_numpy(rows)] = output
-            dataset.features = features
+        for split, dataset in self.data.items():
+            dataset.features = self.embed_split(split, embed, batch_size) if len(dataset) else None
 
     def _loader(self, dataset: TokenizedTexts, batch_size: int, train: bool) -> DataLoader:
         sampler = None

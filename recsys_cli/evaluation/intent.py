@@ -8,6 +8,8 @@ The last predictions of each split are kept for reports (per-class table, confus
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytorch_lightning as pl
 import torch
@@ -15,6 +17,7 @@ import torch
 from recsys_cli.data import batch as keys
 from recsys_cli.evaluation import classification, oos
 from recsys_cli.evaluation.base import SplitEvaluator
+from recsys_cli.runtime import inference_autocast
 
 
 def text_metrics(
@@ -57,8 +60,11 @@ class TextEvaluator(SplitEvaluator):
     def _start(self) -> None:
         self._chunks = {}
 
-    def _batch(self, pl_module: pl.LightningModule, outputs: torch.Tensor, batch: dict[str, torch.Tensor]) -> None:
-        for name, values in (("outputs", outputs), ("labels", batch[keys.LABELS]), ("index", batch[keys.INDEX])):
+    def _batch(self, pl_module: pl.LightningModule, outputs: Any, batch: dict[str, torch.Tensor]) -> None:
+        # A model returns its outputs, or a dict of them with the pooled embeddings (for the distance method).
+        parts = dict(outputs) if isinstance(outputs, dict) else {"outputs": outputs}
+        parts.update(labels=batch[keys.LABELS], index=batch[keys.INDEX])
+        for name, values in parts.items():
             self._chunks.setdefault(name, []).append(values.detach().float().cpu())
 
     def _end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, prefix: str) -> None:
@@ -77,35 +83,61 @@ class TextEvaluator(SplitEvaluator):
         labels = parts["labels"] if self.task != "classification" else parts["labels"].long()
         metrics = text_metrics(self.task, parts["outputs"], labels, self.n_labels, self.oos_label, f"{prefix}/")
         if self.task == "classification" and self.oos_label is not None:
-            metrics.update(self._out_of_scope(pl_module, parts["outputs"], labels, prefix))
+            argmax = {"accuracy": metrics[f"{prefix}/accuracy"]}
+            metrics.update(self._out_of_scope(trainer, pl_module, parts, labels, prefix, argmax))
         pl_module.log_dict(metrics, sync_dist=False)
         self.results[prefix] = metrics
         self.predictions[prefix] = {"outputs": parts["outputs"], "labels": labels, "index": parts["index"].long()}
 
     def _out_of_scope(
-        self, pl_module: pl.LightningModule, logits: torch.Tensor, labels: torch.Tensor, prefix: str
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        parts: dict[str, torch.Tensor],
+        labels: torch.Tensor,
+        prefix: str,
+        metrics_of_argmax: dict[str, float],
     ) -> dict[str, float]:
-        """Each threshold method's in-scope accuracy and out-of-scope recall/precision (:mod:`.oos`).
+        """Each method's in-scope accuracy and out-of-scope recall/precision (:mod:`.oos`).
 
-        Validation chooses the thresholds and stores them in the model (so the best checkpoint carries its
-        own); test applies the stored ones.
+                Validation fits the embedding-space methods on the training texts, chooses the thresholds and
+                stores both in the model (so the best checkpoint carries its own), with each rule's overall validation accuracy
+        (what ``oos_method=auto`` picks by); test applies the stored ones.
         """
         thresholds = getattr(pl_module, "oos_thresholds", None)
         if thresholds is None:
             return {}
+        logits, embeddings = parts["outputs"], parts.get("embeddings")
+        space = None
+        if embeddings is not None and hasattr(pl_module, "training_space"):
+            if prefix == "val" and getattr(trainer, "datamodule", None) is not None:
+                with inference_autocast(trainer.precision, pl_module.device.type):
+                    pl_module.fit_out_of_scope(trainer.datamodule, self.oos_label, trainer.datamodule.eval_batch_size)
+            space = oos.TrainingSpace(*(values.float().cpu() for values in pl_module.training_space()))
         metrics: dict[str, float] = {}
+        # What oos_method=auto chooses by; only validation with out-of-scope texts can tell the rules apart.
+        chosen_by = getattr(pl_module, "oos_validation_accuracy", None)
+        if prefix != "val" or not bool((labels == self.oos_label).any()):
+            chosen_by = None
+        if chosen_by is not None:
+            chosen_by.fill_(float("nan"))
+            chosen_by[oos.RULES.index("class")] = metrics_of_argmax["accuracy"]
         for index, method in enumerate(oos.METHODS):
+            if method in oos.SPACE_METHODS and (space is None or not space.fitted(method)):
+                continue
             if prefix == "val":
-                scores = oos.in_scope_scores(logits, method, self.oos_label)
+                scores = oos.in_scope_scores(logits, method, self.oos_label, embeddings, space)
                 thresholds[index] = oos.choose_threshold(scores, logits, labels, self.oos_label)
             threshold = float(thresholds[index])
             if threshold != threshold:  # nan: never validated (e.g. test of a model without thresholds)
                 continue
-            predicted = oos.predictions_with_rejection(logits, method, threshold, self.oos_label)
+            predicted = oos.predictions_with_rejection(logits, method, threshold, self.oos_label, embeddings, space)
             found = classification.classification_metrics(
                 labels.numpy(), predicted.numpy(), self.n_labels, oos_label=self.oos_label
             )
-            for name in ("in_scope_accuracy", "oos_recall", "oos_precision", "macro_f1"):
+            for name in ("accuracy", "in_scope_accuracy", "oos_recall", "oos_precision", "macro_f1"):
                 metrics[f"{prefix}/{method}/{name}"] = found[name]
+            if chosen_by is not None:
+                chosen_by[oos.RULES.index(method)] = found["accuracy"]
             metrics[f"{prefix}/{method}/threshold"] = threshold
         return metrics

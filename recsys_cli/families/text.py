@@ -297,16 +297,33 @@ def untuned_baselines(cfg: DictConfig, data: Prepared, family: TextFamily) -> di
 
 
 def out_of_scope_rule(model: Any, oos_label: int | None) -> tuple[str | None, float]:
-    """How predict marks out-of-scope texts: the model's ``oos_method`` with its validation threshold, or
-    the out-of-scope class where that method has no threshold (None: the data had no out-of-scope label)."""
+    """How predict marks out-of-scope texts: the model's ``oos_method`` with its validation threshold (``auto``:
+    the usable rule with the best overall validation accuracy), or the out-of-scope class where that method has
+    no threshold (None: the data had no out-of-scope label)."""
     if oos_label is None:
         return None, float("nan")
-    method = getattr(model, "oos_method", "class")
     thresholds = getattr(model, "oos_thresholds", None)
-    if method == "class" or thresholds is None:
+    if thresholds is None:
         return "class", float("nan")
-    threshold = float(thresholds[oos.METHODS.index(method)])
-    return (method, threshold) if threshold == threshold else ("class", float("nan"))
+
+    def usable(rule: str) -> bool:
+        if rule == "class":
+            return True
+        if not np.isfinite(float(thresholds[oos.METHODS.index(rule)])):
+            return False
+        return rule not in oos.SPACE_METHODS or model.training_space().fitted(rule)
+
+    method = getattr(model, "oos_method", "class")
+    if method == "auto":
+        accuracy = getattr(model, "oos_validation_accuracy", None)
+        accuracy = [float("nan")] * len(oos.RULES) if accuracy is None else accuracy.tolist()
+        ranked = [(accuracy[i], -i, rule) for i, rule in enumerate(oos.RULES) if usable(rule)]
+        ranked = [entry for entry in ranked if np.isfinite(entry[0])]
+        # the most accurate on validation (ties: the simpler rule); without out-of-scope validation texts, msp
+        method = max(ranked)[2] if ranked else ("msp" if usable("msp") else "class")
+    if method == "class" or not usable(method):
+        return "class", float("nan")
+    return method, float(thresholds[oos.METHODS.index(method)])
 
 
 def _merge_lora(encoder: Any) -> None:
@@ -395,6 +412,7 @@ def predict_texts(checkpoint: dict[str, Any], request: PredictRequest) -> Predic
     oos_label = meta["data"].get("oos_label")
     method, threshold = out_of_scope_rule(model, oos_label)
     out_of_scope = torch.zeros(len(texts), dtype=torch.bool)
+    space = model.training_space() if method in oos.SPACE_METHODS else None
     pooled: torch.Tensor | None = None
     start = time.perf_counter()
     trainer_config = meta["config"].get("trainer", {})
@@ -416,7 +434,7 @@ def predict_texts(checkpoint: dict[str, Any], request: PredictRequest) -> Predic
                     out_of_scope[rows] = (
                         output_values.argmax(1) == oos_label
                         if method == "class"
-                        else oos.flag(output_values, method, threshold, oos_label)
+                        else oos.flag(output_values, method, threshold, oos_label, embedded, space)
                     )
             if embeddings is not None:
                 if pooled is None:
@@ -453,5 +471,8 @@ def predict_texts(checkpoint: dict[str, Any], request: PredictRequest) -> Predic
         )
         with atomic_path(embeddings) as tmp:
             pq.write_table(table, tmp)
-    counts = {"rows": len(texts), "empty texts (no prediction)": int(empty.sum())}
+    counts: dict[str, Any] = {"rows": len(texts), "empty texts (no prediction)": int(empty.sum())}
+    if method is not None:
+        counts["out of scope"] = int(out_of_scope.numpy()[keep].sum())
+        counts["marked by"] = method if method == "class" else f"{method} (validation threshold {threshold:.4g})"
     return PredictResult(output=request.output, rows=int(keep.sum()), counts=counts, seconds=seconds)

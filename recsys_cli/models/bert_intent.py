@@ -28,12 +28,22 @@ TASKS = ("classification", "multilabel", "regression")
 POOLING = ("mean", "cls")
 
 
-OOS_METHODS = ("class", *oos.METHODS)
+OOS_METHODS = (*oos.RULES, "auto")
 
 
-def _thresholds_of_older_checkpoints(state: dict[str, Any], prefix: str, *args: Any) -> None:
-    """Checkpoints written before out-of-scope thresholds existed load with none chosen."""
-    state.setdefault(f"{prefix}oos_thresholds", torch.full((len(oos.METHODS),), float("nan")))
+def _out_of_scope_state_of_older_checkpoints(module: BertIntent, state: dict[str, Any], prefix: str, *_: Any) -> None:
+    """Checkpoints written before out-of-scope thresholds (or before a method) existed load with none chosen."""
+    thresholds = state.get(f"{prefix}oos_thresholds")
+    if thresholds is None or len(thresholds) < len(oos.METHODS):
+        padded = torch.full((len(oos.METHODS),), float("nan"))
+        if thresholds is not None:
+            padded[: len(thresholds)] = thresholds
+        state[f"{prefix}oos_thresholds"] = padded
+    for name in ("oos_means", "oos_precision", "oos_validation_accuracy"):
+        state.setdefault(f"{prefix}{name}", torch.full_like(getattr(module, name), float("nan")))
+    # The knn bank's size is the training set's: take the checkpoint's shape before loading into it.
+    bank = state.setdefault(f"{prefix}oos_bank", module.oos_bank.new_zeros(0, module.oos_bank.shape[1]))
+    module.oos_bank = module.oos_bank.new_empty(bank.shape)
 
 
 class BertIntent(pl.LightningModule):
@@ -74,7 +84,7 @@ class BertIntent(pl.LightningModule):
         target_mean: float = 0.0,
         target_std: float = 1.0,
         encoder_snapshot: dict[str, Any] | None = None,
-        oos_method: str = "msp",
+        oos_method: str = "auto",
     ) -> None:
         super().__init__()
         if task not in TASKS:
@@ -116,7 +126,15 @@ class BertIntent(pl.LightningModule):
         # evaluator (nan: not chosen yet, or the data has no out-of-scope label); saved with the weights.
         self.oos_method = oos_method
         self.register_buffer("oos_thresholds", torch.full((len(oos.METHODS),), float("nan")))
-        self._register_load_state_dict_pre_hook(_thresholds_of_older_checkpoints)
+        # What the embedding-space methods know of the training texts (class means, shared precision, the texts'
+        # normalised embeddings), fitted before each validation round (:meth:`fit_out_of_scope`); empty until then.
+        classes = 1 if task == "regression" else n_labels
+        self.register_buffer("oos_means", torch.full((classes, hidden), float("nan")))
+        self.register_buffer("oos_precision", torch.full((hidden, hidden), float("nan")))
+        self.register_buffer("oos_bank", torch.zeros(0, hidden, dtype=torch.float16))
+        # Overall validation accuracy (out of scope as one more class) of each rule in oos.RULES: what auto picks by.
+        self.register_buffer("oos_validation_accuracy", torch.full((len(oos.RULES),), float("nan")))
+        self._register_load_state_dict_pre_hook(_out_of_scope_state_of_older_checkpoints, with_module=True)
         self.train()  # from_pretrained returns eval mode, which Lightning would keep (no dropout in fine-tuning)
 
     # --- the model ------------------------------------------------------------------------------
@@ -153,11 +171,37 @@ class BertIntent(pl.LightningModule):
         self.log("train/loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=len(batch[keys.LABELS]))
         return loss
 
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self(batch)
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        """The outputs (logits or ratings) and the pooled embeddings (the distance out-of-scope method's input)."""
+        embedded = self.embed(batch)
+        output = self.head(embedded)
+        if self.task == "regression":
+            output = output.squeeze(-1) * self.target_std + self.target_mean
+        return {"outputs": output, "embeddings": embedded}
 
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self(batch)
+    test_step = validation_step
+
+    # --- out of scope ---------------------------------------------------------------------------
+    def training_space(self) -> oos.TrainingSpace:
+        return oos.TrainingSpace(self.oos_means, self.oos_precision, self.oos_bank)
+
+    @torch.no_grad()
+    def fit_out_of_scope(self, datamodule: Any, oos_label: int | None, batch_size: int = 128) -> None:
+        """Fit the embedding-space methods on the training texts' embeddings as the model embeds them now (eval
+        mode: no dropout): class means, shared covariance, the knn bank."""
+        was_training = self.training
+        self.eval()
+        try:
+            embeddings = datamodule.embed_split("train", self.embed, batch_size, device=self.device)
+        finally:
+            self.train(was_training)
+        if len(embeddings) == 0:
+            return
+        labels = datamodule.labels_of("train")
+        space = oos.fit_training_space(embeddings, labels, self.n_labels, oos_label, seed=datamodule.seed)
+        self.oos_means.copy_(space.means)
+        self.oos_precision.copy_(space.precision)
+        self.oos_bank = space.bank.to(self.device)
 
     def configure_optimizers(self) -> dict[str, Any]:
         """AdamW (no decay on biases and norms; the head may have its own lr), linear warm-up and decay."""
