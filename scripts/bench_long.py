@@ -39,6 +39,8 @@ RECIPES: dict[str, list[str]] = {
     "cosine_b32": [*SCHEDULE, "data.batch_size=32"],  # ... with twice the updates per epoch
     "b32": ["data.batch_size=32"],  # the default recipe with twice the updates per epoch
     "warmup_b32": ["model.lr=0.002", "model.warmup_epochs=1", "data.batch_size=32"],  # warm-up, no decay
+    # ... with no dropout on the attention weights: attention runs as one fused kernel (a fifth less per step)
+    "warmup_b32_fused": ["model.lr=0.002", "model.warmup_epochs=1", "data.batch_size=32", "model.attn_dropout=0"],
     "gbce": [*SCHEDULE, "model.loss=gbce", "model.num_negatives=256"],  # gSASRec's loss, 256 shared negatives
     "sampled_logq": [*SCHEDULE, "model.loss=sampled", "model.sampling=popularity", "model.num_negatives=256"],
 }

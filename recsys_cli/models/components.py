@@ -102,10 +102,14 @@ class SelfAttention(nn.Module):
 class TransformerBlock(nn.Module):
     """Pre-norm transformer layer: x + Attn(LN(x)), then x + FFN(LN(x)) with GELU."""
 
-    def __init__(self, hidden_size: int, num_heads: int, inner_size: int, dropout: float) -> None:
+    def __init__(
+        self, hidden_size: int, num_heads: int, inner_size: int, dropout: float, attn_dropout: float | None = None
+    ) -> None:
+        """``attn_dropout``: dropout on the attention weights (None: ``dropout``); 0 lets the CPU run attention
+        as one fused kernel (``scaled_dot_product_attention``)."""
         super().__init__()
         self.norm1 = nn.LayerNorm(hidden_size)
-        self.attention = SelfAttention(hidden_size, num_heads, dropout)
+        self.attention = SelfAttention(hidden_size, num_heads, dropout if attn_dropout is None else attn_dropout)
         self.norm2 = nn.LayerNorm(hidden_size)
         self.ffn = nn.Sequential(
             nn.Linear(hidden_size, inner_size), nn.GELU(), FastDropout(dropout), nn.Linear(inner_size, hidden_size)

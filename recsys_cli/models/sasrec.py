@@ -40,6 +40,7 @@ class SASRec(DotProductRecommender):
         num_heads: int = 2,
         inner_size: int = 256,
         dropout: float = 0.2,
+        attn_dropout: float | None = None,
         loss: str = "ce",
         num_negatives: int = 256,
         sampling: str = "uniform",
@@ -54,7 +55,7 @@ class SASRec(DotProductRecommender):
         self.position_embedding = nn.Embedding(max_len, hidden_size)
         self.dropout = FastDropout(dropout)
         self.blocks = nn.ModuleList(
-            TransformerBlock(hidden_size, num_heads, inner_size, dropout) for _ in range(num_layers)
+            TransformerBlock(hidden_size, num_heads, inner_size, dropout, attn_dropout) for _ in range(num_layers)
         )
         self.final_norm = nn.LayerNorm(hidden_size)
         self.apply(init_weights)

@@ -265,3 +265,29 @@ def test_model_beats_popularity_through_train_and_its_checkpoint_round_trips(nam
     assert again["test"]["test/ndcg@10"] == pytest.approx(ndcg, abs=1e-6)
     module = build_module(load_checkpoint(result.best_checkpoint, kind="recommender"))
     assert type(module) is CLASSES[name] and not module.training
+
+
+def test_sasrec_attention_dropout_is_its_own_setting():
+    import torch.nn.functional as F
+
+    from recsys_cli.models.sasrec import SASRec
+
+    follows = SASRec(n_items=30, max_len=8, hidden_size=16, num_heads=2, inner_size=32, dropout=0.3)
+    assert all(block.attention.dropout == 0.3 for block in follows.blocks)  # null: as dropout
+    fused = SASRec(n_items=30, max_len=8, hidden_size=16, num_heads=2, inner_size=32, dropout=0.3, attn_dropout=0.0)
+    assert all(block.attention.dropout == 0.0 for block in fused.blocks)
+    assert all(block.dropout.p == 0.3 for block in fused.blocks)  # the hidden states keep theirs
+    # without attention dropout, training runs the fused kernel, and it gives what the spelled-out product gives
+    attention = fused.blocks[0].attention.train()
+    x = torch.randn(3, 8, 16)
+    mask = torch.ones(3, 1, 8, 8, dtype=torch.bool).tril()
+    calls = []
+    original = F.scaled_dot_product_attention
+    try:
+        F.scaled_dot_product_attention = lambda *a, **k: calls.append(1) or original(*a, **k)
+        fused_out = attention(x, mask)
+    finally:
+        F.scaled_dot_product_attention = original
+    assert calls
+    attention.dropout = 1e-9  # the spelled-out path (a dropout too small to drop anything)
+    assert torch.allclose(attention(x, mask), fused_out, atol=1e-5)
