@@ -100,9 +100,9 @@ class TextEvaluator(SplitEvaluator):
     ) -> dict[str, float]:
         """Each method's in-scope accuracy and out-of-scope recall/precision (:mod:`.oos`).
 
-                Validation fits the embedding-space methods on the training texts, chooses the thresholds and
-                stores both in the model (so the best checkpoint carries its own), with each rule's overall validation accuracy
-        (what ``oos_method=auto`` picks by); test applies the stored ones.
+        Validation fits the embedding-space methods on the training texts, chooses the thresholds and stores
+        both in the model (so the best checkpoint carries its own), with each rule's overall validation
+        accuracy (what ``oos_method=auto`` picks by); test applies the stored ones.
         """
         thresholds = getattr(pl_module, "oos_thresholds", None)
         if thresholds is None:
