@@ -172,3 +172,41 @@ def test_gru4rec_and_hstu_read_item_text_by_config(workdir, tiny_encoder, name, 
     assert model.items is not None and model.items.fusion == "add"
     evaluated = evaluate.run(result.best_checkpoint, output=tmp_path / "eval.json")
     assert evaluated.metrics["test"] == pytest.approx(result.metrics["test"], rel=1e-5, abs=1e-6)
+
+
+def test_a_query_out_of_the_intent_models_scope_falls_back_to_the_history(workdir, tiny_encoder, tmp_path):
+    """An intent model trained with intents held out as unknown marks out-of-scope queries; predict then ranks
+    such a row by its history alone (by popularity without one), as if it had said nothing."""
+    intent = [*workdir, *TINY_DATA, "model=bert_intent", f"model.encoder={tiny_encoder}", "trainer=debug"]
+    intent += ["logger=none", "data.text.unknown_labels=0.25", "run.name=intent_oos"]
+    intent_checkpoint = train.run(compose_config(intent), overrides=intent).best_checkpoint
+    overrides = [*workdir, *TINY_DATA, *FLAGSHIP, f"model.text_encoder={tiny_encoder}", "run.name=flag_oos"]
+    overrides += [f"model.intent_checkpoint={intent_checkpoint}"]
+    recommender = train.run(compose_config(overrides), overrides=overrides).best_checkpoint
+    sessions = tmp_path / "sessions.jsonl"
+    rows = [
+        {"history": ["i0001", "i0002"], "query": "running shoes for a marathon"},
+        {"history": ["i0001", "i0002"], "query": None},
+        {"history": None, "query": "running shoes for a marathon"},
+    ]
+    pd.DataFrame(rows).to_json(sessions, orient="records", lines=True)
+
+    def predict_with_msp_threshold(threshold: float) -> tuple[pd.DataFrame, dict]:
+        # The intent model's rule set by hand: msp below 2 flags every query, below -1 none.
+        checkpoint = torch.load(intent_checkpoint, weights_only=False)
+        checkpoint["hyper_parameters"]["oos_method"] = "msp"
+        checkpoint["state_dict"]["oos_thresholds"][0] = threshold
+        torch.save(checkpoint, intent_checkpoint)
+        out = tmp_path / f"recs{threshold}.jsonl"
+        done = predict.run(recommender, out, input_path=sessions, top_k=5, explain=True)
+        return pd.read_json(out, lines=True), done.counts
+
+    outside, counts = predict_with_msp_threshold(2.0)
+    assert counts["queries out of scope (history alone)"] == 2
+    assert counts["popularity fallback (no history)"] == 1  # the query-only row has nothing left to go by
+    assert outside.loc[0, "scores"] == pytest.approx(outside.loc[1, "scores"])  # as if it had said nothing
+    assert outside.loc[0, "intent"] == "out of scope"
+    inside, counts = predict_with_msp_threshold(-1.0)
+    assert counts["queries out of scope (history alone)"] == 0
+    assert counts["ranked by the query alone (no history)"] == 1
+    assert inside.loc[0, "scores"] != pytest.approx(inside.loc[1, "scores"])  # the query counts again

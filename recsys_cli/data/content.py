@@ -133,7 +133,8 @@ class TextEmbedder:
         if self._checkpoint is not None:
             from recsys_cli.checkpoint import build_module
 
-            module = build_module(self._checkpoint)
+            module = build_module(self._checkpoint).eval()
+            self.module = module
             self.encoder, self.tokenizer, self.pooling, self.head = (
                 module.encoder,
                 module.tokenizer,
@@ -202,6 +203,29 @@ class TextEmbedder:
                     probs[batch] = torch.softmax(self.head(pooled).float(), dim=-1).numpy()
                 advance()
         return (out, probs) if with_intents else out
+
+    def out_of_scope(self, pooled: np.ndarray) -> np.ndarray | None:
+        """Which of the texts (their :meth:`embed` rows) the intent model calls none of its intents, by the rule
+        its checkpoint stores (:func:`recsys_cli.evaluation.oos.out_of_scope_rule`; rows of empty texts: False).
+        None where there is no such rule: not an intent checkpoint, or it was trained without out-of-scope."""
+        import torch
+
+        from recsys_cli.checkpoint import KEY
+        from recsys_cli.evaluation import oos
+
+        if self._checkpoint is None:
+            return None
+        oos_label = self._checkpoint[KEY]["data"].get("oos_label")
+        self._load()
+        rule, threshold = oos.out_of_scope_rule(self.module, oos_label)
+        if rule is None:
+            return None
+        embeddings = torch.from_numpy(np.ascontiguousarray(pooled, dtype=np.float32))
+        with torch.inference_mode():
+            logits = self.head(embeddings).float()
+            space = self.module.training_space() if rule in oos.SPACE_METHODS else None
+            flags = oos.mark(logits, embeddings, rule, threshold, oos_label, space).numpy()
+        return flags & (np.abs(pooled).sum(1) > 0)
 
     def layer_inputs(self, texts: list[str], n_layers: int) -> dict[str, Any]:
         """What tuning the encoder's top ``n_layers`` layers needs: the hidden states entering them for every

@@ -28,7 +28,7 @@ embeddings) with its weights, so test, ``recsys eval`` and ``recsys predict`` ap
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -181,3 +181,47 @@ def predictions_with_rejection(
     predicted = in_scope_predictions(logits, oos_label)
     flagged = flag(logits, method, threshold, oos_label, embeddings, space)
     return torch.where(flagged, torch.full_like(predicted, oos_label), predicted)
+
+
+def out_of_scope_rule(model: Any, oos_label: int | None) -> tuple[str | None, float]:
+    """How predict marks out-of-scope texts: the model's ``oos_method`` with its validation threshold (``auto``:
+    the usable rule with the best overall validation accuracy), or the out-of-scope class where that method has
+    no threshold (None: the data had no out-of-scope label)."""
+    if oos_label is None:
+        return None, float("nan")
+    thresholds = getattr(model, "oos_thresholds", None)
+    if thresholds is None:
+        return "class", float("nan")
+
+    def usable(rule: str) -> bool:
+        if rule == "class":
+            return True
+        if not np.isfinite(float(thresholds[METHODS.index(rule)])):
+            return False
+        return rule not in SPACE_METHODS or model.training_space().fitted(rule)
+
+    method = getattr(model, "oos_method", "class")
+    if method == "auto":
+        accuracy = getattr(model, "oos_validation_accuracy", None)
+        accuracy = [float("nan")] * len(RULES) if accuracy is None else accuracy.tolist()
+        ranked = [(accuracy[i], -i, rule) for i, rule in enumerate(RULES) if usable(rule)]
+        ranked = [entry for entry in ranked if np.isfinite(entry[0])]
+        # the most accurate on validation (ties: the simpler rule); without out-of-scope validation texts, msp
+        method = max(ranked)[2] if ranked else ("msp" if usable("msp") else "class")
+    if method == "class" or not usable(method):
+        return "class", float("nan")
+    return method, float(thresholds[METHODS.index(method)])
+
+
+def mark(
+    logits: torch.Tensor,
+    embeddings: torch.Tensor,
+    rule: str,
+    threshold: float,
+    oos_label: int,
+    space: TrainingSpace | None = None,
+) -> torch.Tensor:
+    """Boolean ``[N]``: the texts a rule of :func:`out_of_scope_rule` calls out of scope."""
+    if rule == "class":
+        return logits.argmax(1) == oos_label
+    return flag(logits, rule, threshold, oos_label, embeddings, space)

@@ -509,15 +509,25 @@ def request_queries(model: Any, requests: pd.DataFrame, counts: dict[str, int], 
     settings = model.hparams
     embedder = TextEmbedder(encoder, max_length=settings.get("text_max_length", 64))
     features, probs = embedder.embed(texts, with_intents=True)
+    # An intent model that knows when a text is none of its intents: such a query is dropped, and the row is
+    # ranked by its history alone (or by popularity, without one).
+    outside = embedder.out_of_scope(features)
     if probs is not None:
         features = np.concatenate([features, probs], axis=1)
     counts["rows with a query"] = int(given.sum())
-    out: dict[str, Any] = {"features": features, "given": given}
+    if outside is not None:
+        counts["queries out of scope (history alone)"] = int(outside.sum())
+        features[outside] = 0.0
+    out: dict[str, Any] = {"features": features, "given": given if outside is None else given & ~outside}
+    if outside is not None:
+        out["outside"] = outside
     if explain and probs is not None:
         names = np.asarray(embedder.label_names, dtype=object)
         best = probs.argmax(1)
         out["intent"] = np.where(given, names[best], None)
         out["intent_probability"] = np.where(given, probs[np.arange(len(best)), best], np.nan)
+        if outside is not None:
+            out["intent"] = np.where(outside, "out of scope", out["intent"])
     return out
 
 
@@ -539,12 +549,13 @@ def recommend(checkpoint: dict[str, Any], request: PredictRequest) -> PredictRes
     Input rows carry a ``user_id`` (the dataset's own id), a ``history`` of item ids (a list in JSONL/Parquet,
     space- or comma-separated in CSV) and/or a ``query`` (free text), any of them missing. A known user's
     stored history is extended by the given items. Unknown item ids are dropped and counted. A model that
-    reads queries ranks a row with only a query by the query alone; other rows left with no history get the
-    training popularity ranking and are counted. Scoring runs in batches of users with one matrix product
-    and ``torch.topk`` each; output is streamed. ``batch_size`` defaults to 128 users (activations stay in
-    CPU cache). ``explain``: each row also gets its query's predicted intent (``intent``,
-    ``intent_probability``; where the query encoder is an intent model) and, for each recommended item, the
-    history items most similar to it by the model's item vectors (``because``).
+    reads queries ranks a row with only a query by the query alone; a query its intent model calls out of scope (one
+    trained with an out-of-scope label) is dropped, so that row is ranked by its history alone; other rows left with
+    no history get the training popularity ranking and are counted. Scoring runs in batches of users with one matrix
+    product and ``torch.topk`` each; output is streamed. ``batch_size`` defaults to 128 users (activations stay in
+    CPU cache). ``explain``: each row also gets its query's predicted intent (``intent``, ``intent_probability``;
+    where the query encoder is an intent model) and, for each recommended item, the history items most similar to it
+    by the model's item vectors (``because``).
     """
     import pyarrow as pa
     import torch
@@ -618,6 +629,8 @@ def recommend(checkpoint: dict[str, Any], request: PredictRequest) -> PredictRes
             if queries:
                 own = torch.from_numpy(queries["features"][rows])
                 features[:, -1] = torch.where(torch.from_numpy(has_query[rows]).unsqueeze(1), own, features[:, -1])
+                if "outside" in queries:  # a query out of scope: the history alone, not a stored query either
+                    features[torch.from_numpy(queries["outside"][rows]), -1] = 0.0
             batch[keys.QUERIES] = features
         scores = mask_scores(model.score_all(batch).float(), batch, mask_history=request.exclude_seen)
         scores[torch.from_numpy((ends == starts) & ~has_query[rows])] = popularity  # nothing to go by

@@ -296,36 +296,6 @@ def untuned_baselines(cfg: DictConfig, data: Prepared, family: TextFamily) -> di
     return results
 
 
-def out_of_scope_rule(model: Any, oos_label: int | None) -> tuple[str | None, float]:
-    """How predict marks out-of-scope texts: the model's ``oos_method`` with its validation threshold (``auto``:
-    the usable rule with the best overall validation accuracy), or the out-of-scope class where that method has
-    no threshold (None: the data had no out-of-scope label)."""
-    if oos_label is None:
-        return None, float("nan")
-    thresholds = getattr(model, "oos_thresholds", None)
-    if thresholds is None:
-        return "class", float("nan")
-
-    def usable(rule: str) -> bool:
-        if rule == "class":
-            return True
-        if not np.isfinite(float(thresholds[oos.METHODS.index(rule)])):
-            return False
-        return rule not in oos.SPACE_METHODS or model.training_space().fitted(rule)
-
-    method = getattr(model, "oos_method", "class")
-    if method == "auto":
-        accuracy = getattr(model, "oos_validation_accuracy", None)
-        accuracy = [float("nan")] * len(oos.RULES) if accuracy is None else accuracy.tolist()
-        ranked = [(accuracy[i], -i, rule) for i, rule in enumerate(oos.RULES) if usable(rule)]
-        ranked = [entry for entry in ranked if np.isfinite(entry[0])]
-        # the most accurate on validation (ties: the simpler rule); without out-of-scope validation texts, msp
-        method = max(ranked)[2] if ranked else ("msp" if usable("msp") else "class")
-    if method == "class" or not usable(method):
-        return "class", float("nan")
-    return method, float(thresholds[oos.METHODS.index(method)])
-
-
 def _merge_lora(encoder: Any) -> None:
     """Fold LoRA adapters into the weights they adapt and put the plain layers back (peft), in place."""
     if not any("lora_" in name for name, _ in encoder.named_parameters()):
@@ -410,7 +380,7 @@ def predict_texts(checkpoint: dict[str, Any], request: PredictRequest) -> Predic
     values = torch.full((len(texts), k), float("nan"))
     indices = torch.zeros((len(texts), k), dtype=torch.long)
     oos_label = meta["data"].get("oos_label")
-    method, threshold = out_of_scope_rule(model, oos_label)
+    method, threshold = oos.out_of_scope_rule(model, oos_label)
     out_of_scope = torch.zeros(len(texts), dtype=torch.bool)
     space = model.training_space() if method in oos.SPACE_METHODS else None
     pooled: torch.Tensor | None = None
@@ -431,11 +401,7 @@ def predict_texts(checkpoint: dict[str, Any], request: PredictRequest) -> Predic
                 top = torch.softmax(output_values.float(), dim=1).topk(k, dim=1)
                 values[rows], indices[rows] = top.values, top.indices
                 if method is not None:
-                    out_of_scope[rows] = (
-                        output_values.argmax(1) == oos_label
-                        if method == "class"
-                        else oos.flag(output_values, method, threshold, oos_label, embedded, space)
-                    )
+                    out_of_scope[rows] = oos.mark(output_values, embedded, method, threshold, oos_label, space)
             if embeddings is not None:
                 if pooled is None:
                     pooled = torch.full((len(texts), embedded.shape[1]), float("nan"))

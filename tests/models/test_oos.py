@@ -145,7 +145,6 @@ def test_thresholds_travel_in_the_checkpoint_and_predict_marks_out_of_scope(tiny
 
 
 def test_checkpoints_from_before_the_embedding_space_methods_load_without_them(tiny_encoder):
-    from recsys_cli.families.text import out_of_scope_rule
     from recsys_cli.models.bert_intent import BertIntent
 
     model = BertIntent(n_labels=3, encoder=tiny_encoder, oos_method="knn")
@@ -156,22 +155,21 @@ def test_checkpoints_from_before_the_embedding_space_methods_load_without_them(t
     again.load_state_dict(state)
     assert again.oos_thresholds[:2].tolist() == [0.5, 2.0] and torch.isnan(again.oos_thresholds[2])
     assert not any(again.training_space().fitted(method) for method in oos.SPACE_METHODS)
-    assert out_of_scope_rule(again, oos_label=2) == ("class", pytest.approx(float("nan"), nan_ok=True))
+    assert oos.out_of_scope_rule(again, oos_label=2) == ("class", pytest.approx(float("nan"), nan_ok=True))
 
 
 def test_auto_marks_by_the_rule_most_accurate_on_validation(tiny_encoder):
-    from recsys_cli.families.text import out_of_scope_rule
     from recsys_cli.models.bert_intent import BertIntent
 
     model = BertIntent(n_labels=3, encoder=tiny_encoder)  # oos_method: auto
-    assert out_of_scope_rule(model, oos_label=None) == (None, pytest.approx(float("nan"), nan_ok=True))
-    assert out_of_scope_rule(model, oos_label=2)[0] == "class"  # nothing validated yet
+    assert oos.out_of_scope_rule(model, oos_label=None) == (None, pytest.approx(float("nan"), nan_ok=True))
+    assert oos.out_of_scope_rule(model, oos_label=2)[0] == "class"  # nothing validated yet
     model.oos_thresholds.copy_(torch.tensor([0.6, 3.0, -50.0, 0.8]))  # msp, energy, mahalanobis, knn
-    assert out_of_scope_rule(model, oos_label=2) == ("msp", pytest.approx(0.6))  # no out-of-scope validation texts
+    assert oos.out_of_scope_rule(model, oos_label=2) == ("msp", pytest.approx(0.6))  # no out-of-scope validation texts
     # class, msp, energy, mahalanobis, knn: knn was best, but its training space was never fitted
     model.oos_validation_accuracy.copy_(torch.tensor([0.70, 0.78, 0.74, 0.76, 0.82]))
-    assert out_of_scope_rule(model, oos_label=2) == ("msp", pytest.approx(0.6))
+    assert oos.out_of_scope_rule(model, oos_label=2) == ("msp", pytest.approx(0.6))
     model.oos_bank = F.normalize(torch.randn(5, model.oos_bank.shape[1]), dim=1).half()
-    assert out_of_scope_rule(model, oos_label=2) == ("knn", pytest.approx(0.8))
+    assert oos.out_of_scope_rule(model, oos_label=2) == ("knn", pytest.approx(0.8))
     model.oos_method = "energy"
-    assert out_of_scope_rule(model, oos_label=2) == ("energy", pytest.approx(3.0))
+    assert oos.out_of_scope_rule(model, oos_label=2) == ("energy", pytest.approx(3.0))
