@@ -113,7 +113,7 @@ class TextEvaluator(SplitEvaluator):
             if prefix == "val" and getattr(trainer, "datamodule", None) is not None:
                 with inference_autocast(trainer.precision, pl_module.device.type):
                     pl_module.fit_out_of_scope(trainer.datamodule, self.oos_label, trainer.datamodule.eval_batch_size)
-            space = oos.TrainingSpace(*(values.float().cpu() for values in pl_module.training_space()))
+            space = oos.TrainingSpace(*(values.cpu() for values in pl_module.training_space())).as_float()
         metrics: dict[str, float] = {}
         # What oos_method=auto chooses by; only validation with out-of-scope texts can tell the rules apart.
         chosen_by = getattr(pl_module, "oos_validation_accuracy", None)

@@ -50,6 +50,10 @@ class TrainingSpace(NamedTuple):
     precision: torch.Tensor
     bank: torch.Tensor
 
+    def as_float(self) -> TrainingSpace:
+        """The same in float32 (the bank is stored in float16): convert once before scoring many batches."""
+        return TrainingSpace(*(values.float() for values in self))
+
     def fitted(self, method: str) -> bool:
         if method == "knn":
             return len(self.bank) > 0 and bool(torch.isfinite(self.bank[:1]).all())

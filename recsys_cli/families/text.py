@@ -382,7 +382,7 @@ def predict_texts(checkpoint: dict[str, Any], request: PredictRequest) -> Predic
     oos_label = meta["data"].get("oos_label")
     method, threshold = oos.out_of_scope_rule(model, oos_label)
     out_of_scope = torch.zeros(len(texts), dtype=torch.bool)
-    space = model.training_space() if method in oos.SPACE_METHODS else None
+    space = model.training_space().as_float() if method in oos.SPACE_METHODS else None
     pooled: torch.Tensor | None = None
     start = time.perf_counter()
     trainer_config = meta["config"].get("trainer", {})
