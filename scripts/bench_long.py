@@ -33,14 +33,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 SCHEDULE = ["model.lr=0.002", "model.warmup_epochs=1", "model.lr_schedule=cosine"]
+WARMUP_B32 = ["model.lr=0.002", "model.warmup_epochs=1", "data.batch_size=32"]
 RECIPES: dict[str, list[str]] = {
     "default": [],  # the model's defaults: constant lr, full-softmax cross-entropy
     "cosine": SCHEDULE,  # a higher peak lr, one epoch of warm-up, cosine decay to 0 at the time limit
     "cosine_b32": [*SCHEDULE, "data.batch_size=32"],  # ... with twice the updates per epoch
     "b32": ["data.batch_size=32"],  # the default recipe with twice the updates per epoch
-    "warmup_b32": ["model.lr=0.002", "model.warmup_epochs=1", "data.batch_size=32"],  # warm-up, no decay
+    "warmup_b32": WARMUP_B32,  # warm-up, no decay
     # ... with no dropout on the attention weights: attention runs as one fused kernel (a fifth less per step)
-    "warmup_b32_fused": ["model.lr=0.002", "model.warmup_epochs=1", "data.batch_size=32", "model.attn_dropout=0"],
+    "warmup_b32_fused": [*WARMUP_B32, "model.attn_dropout=0"],
     "gbce": [*SCHEDULE, "model.loss=gbce", "model.num_negatives=256"],  # gSASRec's loss, 256 shared negatives
     "sampled_logq": [*SCHEDULE, "model.loss=sampled", "model.sampling=popularity", "model.num_negatives=256"],
 }

@@ -224,7 +224,7 @@ class TextEmbedder:
         with torch.inference_mode():
             logits = self.head(embeddings).float()
             space = self.module.training_space() if rule in oos.SPACE_METHODS else None
-            flags = oos.mark(logits, embeddings, rule, threshold, oos_label, space).numpy()
+            flags = oos.flag(logits, rule, threshold, oos_label, embeddings, space).numpy()
         return flags & (np.abs(pooled).sum(1) > 0)
 
     def layer_inputs(self, texts: list[str], n_layers: int) -> dict[str, Any]:

@@ -61,7 +61,7 @@ class TextEvaluator(SplitEvaluator):
         self._chunks = {}
 
     def _batch(self, pl_module: pl.LightningModule, outputs: Any, batch: dict[str, torch.Tensor]) -> None:
-        # A model returns its outputs, or a dict of them with the pooled embeddings (for the distance method).
+        # A model returns its outputs, or a dict of them with the pooled embeddings (the embedding-space rules').
         parts = dict(outputs) if isinstance(outputs, dict) else {"outputs": outputs}
         parts.update(labels=batch[keys.LABELS], index=batch[keys.INDEX])
         for name, values in parts.items():
@@ -83,8 +83,7 @@ class TextEvaluator(SplitEvaluator):
         labels = parts["labels"] if self.task != "classification" else parts["labels"].long()
         metrics = text_metrics(self.task, parts["outputs"], labels, self.n_labels, self.oos_label, f"{prefix}/")
         if self.task == "classification" and self.oos_label is not None:
-            argmax = {"accuracy": metrics[f"{prefix}/accuracy"]}
-            metrics.update(self._out_of_scope(trainer, pl_module, parts, labels, prefix, argmax))
+            metrics.update(self._out_of_scope(trainer, pl_module, parts, labels, prefix, metrics[f"{prefix}/accuracy"]))
         pl_module.log_dict(metrics, sync_dist=False)
         self.results[prefix] = metrics
         self.predictions[prefix] = {"outputs": parts["outputs"], "labels": labels, "index": parts["index"].long()}
@@ -96,7 +95,7 @@ class TextEvaluator(SplitEvaluator):
         parts: dict[str, torch.Tensor],
         labels: torch.Tensor,
         prefix: str,
-        metrics_of_argmax: dict[str, float],
+        argmax_accuracy: float,
     ) -> dict[str, float]:
         """Each method's in-scope accuracy and out-of-scope recall/precision (:mod:`.oos`).
 
@@ -121,7 +120,7 @@ class TextEvaluator(SplitEvaluator):
             chosen_by = None
         if chosen_by is not None:
             chosen_by.fill_(float("nan"))
-            chosen_by[oos.RULES.index("class")] = metrics_of_argmax["accuracy"]
+            chosen_by[oos.RULES.index("class")] = argmax_accuracy
         for index, method in enumerate(oos.METHODS):
             if method in oos.SPACE_METHODS and (space is None or not space.fitted(method)):
                 continue

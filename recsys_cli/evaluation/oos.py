@@ -169,7 +169,10 @@ def flag(
     embeddings: torch.Tensor | None = None,
     space: TrainingSpace | None = None,
 ) -> torch.Tensor:
-    """Boolean ``[N]``: rows that ``method`` at ``threshold`` calls out of scope."""
+    """Boolean ``[N]``: rows that ``method`` (any rule of :data:`RULES`) at ``threshold`` calls out of scope;
+    ``class``: the rows whose argmax is the out-of-scope class (no threshold)."""
+    if method == "class":
+        return logits.argmax(1) == oos_label
     return in_scope_scores(logits, method, oos_label, embeddings, space) < threshold
 
 
@@ -215,17 +218,3 @@ def out_of_scope_rule(model: Any, oos_label: int | None) -> tuple[str | None, fl
     if method == "class" or not usable(method):
         return "class", float("nan")
     return method, float(thresholds[METHODS.index(method)])
-
-
-def mark(
-    logits: torch.Tensor,
-    embeddings: torch.Tensor,
-    rule: str,
-    threshold: float,
-    oos_label: int,
-    space: TrainingSpace | None = None,
-) -> torch.Tensor:
-    """Boolean ``[N]``: the texts a rule of :func:`out_of_scope_rule` calls out of scope."""
-    if rule == "class":
-        return logits.argmax(1) == oos_label
-    return flag(logits, rule, threshold, oos_label, embeddings, space)

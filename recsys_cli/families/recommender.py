@@ -517,7 +517,6 @@ def request_queries(model: Any, requests: pd.DataFrame, counts: dict[str, int], 
     counts["rows with a query"] = int(given.sum())
     if outside is not None:
         counts["queries out of scope (history alone)"] = int(outside.sum())
-        features[outside] = 0.0
     out: dict[str, Any] = {"features": features, "given": given if outside is None else given & ~outside}
     if outside is not None:
         out["outside"] = outside

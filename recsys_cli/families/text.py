@@ -394,14 +394,14 @@ def predict_texts(checkpoint: dict[str, Any], request: PredictRequest) -> Predic
             rows = order[begin : begin + batch_size]
             batch = data.token_batch(rows)
             embedded = model.embed(batch)
-            output_values = model.head(embedded)
+            output_values = model.outputs_of(embedded)
             if regression:
-                values[rows, 0] = (output_values.squeeze(-1) * model.target_std + model.target_mean).float()
+                values[rows, 0] = output_values.float()
             else:
                 top = torch.softmax(output_values.float(), dim=1).topk(k, dim=1)
                 values[rows], indices[rows] = top.values, top.indices
                 if method is not None:
-                    out_of_scope[rows] = oos.mark(output_values, embedded, method, threshold, oos_label, space)
+                    out_of_scope[rows] = oos.flag(output_values, method, threshold, oos_label, embedded, space)
             if embeddings is not None:
                 if pooled is None:
                     pooled = torch.full((len(texts), embedded.shape[1]), float("nan"))

@@ -151,7 +151,11 @@ class BertIntent(pl.LightningModule):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Logits ``[B, n_labels]``; for regression the prediction in the target's own scale ``[B]``."""
-        output = self.head(self.embed(batch))
+        return self.outputs_of(self.embed(batch))
+
+    def outputs_of(self, embedded: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` from pooled embeddings ``[B, H]``."""
+        output = self.head(embedded)
         if self.task == "regression":
             return output.squeeze(-1) * self.target_std + self.target_mean
         return output
@@ -172,12 +176,9 @@ class BertIntent(pl.LightningModule):
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
-        """The outputs (logits or ratings) and the pooled embeddings (the distance out-of-scope method's input)."""
+        """The outputs (logits or ratings) and the pooled embeddings (the embedding-space out-of-scope rules')."""
         embedded = self.embed(batch)
-        output = self.head(embedded)
-        if self.task == "regression":
-            output = output.squeeze(-1) * self.target_std + self.target_mean
-        return {"outputs": output, "embeddings": embedded}
+        return {"outputs": self.outputs_of(embedded), "embeddings": embedded}
 
     test_step = validation_step
 

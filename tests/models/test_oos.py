@@ -27,6 +27,7 @@ def test_the_threshold_balances_in_scope_accuracy_and_out_of_scope_recall():
     threshold = oos.choose_threshold(scores, logits, labels, oos_label=2)
     flagged = oos.flag(logits, "msp", threshold, 2)
     assert flagged.tolist() == [False, False, False, False, True, True]  # every out-of-scope row, no in-scope one
+    assert oos.flag(torch.tensor([[0.0, 0, 9], [9.0, 0, 0]]), "class", float("nan"), 2).tolist() == [True, False]
     predicted = oos.predictions_with_rejection(logits, "msp", threshold, 2)
     assert predicted.tolist() == [0, 0, 1, 0, 2, 2]
     # without out-of-scope rows in validation: keep 95% of in-scope rows
