@@ -157,8 +157,10 @@ class ChunkedSoftmaxCE(torch.autograd.Function):
     The logits exist a ``[chunk, items]`` block at a time: each block's loss and its gradient with respect to
     ``hidden`` and ``table`` (softmax minus one-hot) are computed in the forward pass and the block is
     dropped, so the full ``[positions, items]`` matrix is never materialised nor walked three times (forward,
-    softmax, backward). Backward only scales the stored gradients. Under autocast the block products run in
-    bf16 (the log-sum-exp in float32).
+    softmax, backward). Each block is walked once by elementwise work: one row-wise softmax (rows fit the
+    cache), whose target entries give the loss (``-log p``; a row whose target's probability underflows gets
+    its exact ``log-sum-exp - logit``). Backward only scales the stored gradients. Under autocast the block
+    products run in bf16 (the softmax in float32).
     """
 
     @staticmethod
@@ -167,19 +169,26 @@ class ChunkedSoftmaxCE(torch.autograd.Function):
         chunk = max(1, CE_CHUNK_ENTRIES // table.shape[0])
         grad_hidden = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
         grad_table = torch.zeros_like(table) if ctx.needs_input_grad[1] else None
-        exact = torch.promote_types(hidden.dtype, torch.float32)  # the log-sum-exp's precision (bf16 inputs: fp32)
+        exact = torch.promote_types(hidden.dtype, torch.float32)  # the softmax's precision (bf16 inputs: fp32)
+        floor = torch.finfo(exact).tiny * 2**24  # below it -log p loses precision: recompute from the logits
         total = torch.zeros((), dtype=exact, device=hidden.device)
         rows = torch.arange(min(chunk, n), device=hidden.device)
         for begin in range(0, n, chunk):
             h, t = hidden[begin : begin + chunk], targets[begin : begin + chunk]
+            r = rows[: len(t)]
             logits = (h @ table.T).to(exact)
             logits[:, 0] = -torch.inf
-            lse = torch.logsumexp(logits, dim=1, keepdim=True)
-            total += (lse.squeeze(1) - logits.gather(1, t.unsqueeze(1)).squeeze(1)).sum()
+            grad = torch.softmax(logits, dim=1)
+            picked = grad[r, t]
+            low = picked < floor
+            if bool(low.any()):
+                exact_rows = torch.logsumexp(logits[low], dim=1) - logits[low, t[low]]
+                total += exact_rows.sum() - picked[~low].log().sum()
+            else:
+                total -= picked.log().sum()
             if grad_hidden is None and grad_table is None:
                 continue
-            grad = torch.exp_(logits.sub_(lse))  # softmax
-            grad[rows[: len(t)], t] -= 1.0
+            grad[r, t] -= 1.0
             grad = grad.to(hidden.dtype)
             if grad_hidden is not None:
                 grad_hidden[begin : begin + chunk] = grad @ table

@@ -170,6 +170,22 @@ def test_chunked_cross_entropy_gives_the_loss_and_gradients_of_the_full_softmax(
     assert torch.allclose(mine[0], hidden.grad) and torch.allclose(mine[1], table.grad)
 
 
+def test_chunked_cross_entropy_stays_exact_when_the_targets_probability_underflows():
+    from recsys_cli.models import components
+
+    # float32 logits 200 apart: the target's softmax probability is 0 in float32; the loss must stay finite
+    hidden = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], requires_grad=True)
+    table = torch.tensor([[0.0, 0.0], [200.0, 0.0], [0.0, 200.0], [-200.0, 0.0]], requires_grad=True)
+    targets = torch.tensor([3, 2, 1])
+    loss = components.full_softmax_loss(hidden, targets, table)
+    logits = (hidden @ table.T).double()
+    logits[:, 0] = -torch.inf
+    expected = torch.nn.functional.cross_entropy(logits, targets)
+    assert torch.isfinite(loss) and abs(loss.item() - expected.item()) < 1e-3 * expected.item()
+    loss.backward()
+    assert torch.isfinite(hidden.grad).all() and torch.isfinite(table.grad).all()
+
+
 @pytest.mark.parametrize("limit", [[], ["trainer.max_time=00:00:30:00"]])  # time to spare: the planned decay
 def test_warmup_and_cosine_schedule_run_through_train_and_are_logged(workdir, limit):
     # 120 users / batch 64 = 2 steps per epoch, 3 epochs: warm-up over epoch 1, then cosine to 0 at step 6.
