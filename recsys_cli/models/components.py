@@ -48,7 +48,23 @@ def fast_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tens
     count = x.numel()
     draws = torch.randint(-(2**63), 2**63 - 1, ((count + 7) // 8,), dtype=torch.int64)
     keep = draws.view(torch.uint8)[:count].view(x.shape) >= threshold
-    return x.masked_fill(~keep, 0.0) * (256 / (256 - threshold))
+    return _KeepScaled.apply(x, keep, 256 / (256 - threshold))
+
+
+class _KeepScaled(torch.autograd.Function):
+    """``x * keep * scale`` in one pass each way (``masked_fill`` then a multiply took two forward, two back:
+    dropout's forward and backward on ``[64, 200, 256]`` 19.5 → 11 ms)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, keep: torch.Tensor, scale: float) -> torch.Tensor:
+        ctx.save_for_backward(keep)
+        ctx.scale = scale
+        return torch.addcmul(x.new_zeros(()), x, keep, value=scale)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        (keep,) = ctx.saved_tensors
+        return torch.addcmul(grad.new_zeros(()), grad, keep, value=ctx.scale), None, None
 
 
 class FastDropout(nn.Module):
@@ -146,9 +162,10 @@ def sample_negatives(positives: torch.Tensor, n_items: int, num: int = 1) -> tor
     return draw + (draw >= positives.unsqueeze(-1)).long()
 
 
-# Logit entries per chunk of the fused cross-entropy: ~4M floats (16 MB) kept the CPU's caches busy best
-# (SASRec's loss at 6,400 positions x 3,500 items: 155 ms unchunked, 67 ms at 1,024 rows, 91 ms at 4,096).
-CE_CHUNK_ENTRIES = 1 << 22
+# Logit entries per chunk of the fused cross-entropy: ~1M floats (4 MB, a core's L2 cache and a half) was
+# fastest: SASRec's loss at 8,000 positions x 3,497 items, width 64, forward and backward: 174 ms at 18 rows a
+# block, 94 ms at 74, 81 ms at 299, 97 ms at 1,199 (Intel Xeon with AMX, 2 threads, 2 MiB L2 per core).
+CE_CHUNK_ENTRIES = 1 << 20
 
 
 class ChunkedSoftmaxCE(torch.autograd.Function):
@@ -192,7 +209,9 @@ class ChunkedSoftmaxCE(torch.autograd.Function):
             grad = grad.to(hidden.dtype)
             if grad_hidden is not None:
                 grad_hidden[begin : begin + chunk] = grad @ table
-            if grad_table is not None:
+            if grad_table is not None and grad.dtype == grad_table.dtype == h.dtype:
+                grad_table.addmm_(grad.T, h)  # in place: no [items, width] temporary per block
+            elif grad_table is not None:
                 grad_table += grad.T @ h
         ctx.save_for_backward(grad_hidden, grad_table)
         ctx.n = n

@@ -229,5 +229,7 @@ def test_fast_dropout_keeps_the_rate_scales_the_kept_and_follows_the_seed():
     assert torch.equal(fast_dropout(x, 0.2), y)  # seeded by torch's generator
     assert fast_dropout(x, 0.2, training=False) is x and fast_dropout(x, 0.0) is x
     x.requires_grad_(True)
-    fast_dropout(x, 0.5).sum().backward()
+    out = fast_dropout(x, 0.5)
+    out.sum().backward()
     assert set(x.grad.unique().tolist()) <= {0.0, 2.0}
+    assert torch.equal(x.grad != 0, out != 0)  # the gradient flows exactly where values were kept
