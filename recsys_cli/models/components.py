@@ -210,7 +210,9 @@ class ChunkedSoftmaxCE(torch.autograd.Function):
             if grad_hidden is not None:
                 grad_hidden[begin : begin + chunk] = grad @ table
             if grad_table is not None and grad.dtype == grad_table.dtype == h.dtype:
-                grad_table.addmm_(grad.T, h)  # in place: no [items, width] temporary per block
+                # in place (no [items, width] temporary per block), spelled as addmm's out= form, which
+                # torch's flop counter counts (it misses addmm_)
+                torch.addmm(grad_table, grad.T, h, out=grad_table)
             elif grad_table is not None:
                 grad_table += grad.T @ h
         ctx.save_for_backward(grad_hidden, grad_table)
