@@ -56,6 +56,7 @@ class EvalConfig:
     cold_start_items: float = MISSING
     cold_start_seed: int = MISSING
     query_only: bool = MISSING
+    oos_queries: str | None = MISSING
 
 
 @dataclass

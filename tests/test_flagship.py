@@ -174,9 +174,12 @@ def test_gru4rec_and_hstu_read_item_text_by_config(workdir, tiny_encoder, name, 
     assert evaluated.metrics["test"] == pytest.approx(result.metrics["test"], rel=1e-5, abs=1e-6)
 
 
-def test_a_query_out_of_the_intent_models_scope_falls_back_to_the_history(workdir, tiny_encoder, tmp_path):
-    """An intent model trained with intents held out as unknown marks out-of-scope queries; predict then ranks
-    such a row by its history alone (by popularity without one), as if it had said nothing."""
+def test_a_query_out_of_the_intent_models_scope_falls_back_to_the_history(workdir, tiny_encoder, tmp_path, monkeypatch):
+    """An intent model trained with intents held out as unknown marks out-of-scope queries; unless such a query is
+    like the recommender's training queries, predict and eval then rank that row by its history alone (by
+    popularity without one), as if it had said nothing."""
+    from recsys_cli.evaluation import oos
+
     intent = [*workdir, *TINY_DATA, "model=bert_intent", f"model.encoder={tiny_encoder}", "trainer=debug"]
     intent += ["logger=none", "data.text.unknown_labels=0.25", "run.name=intent_oos"]
     intent_checkpoint = train.run(compose_config(intent), overrides=intent).best_checkpoint
@@ -191,22 +194,50 @@ def test_a_query_out_of_the_intent_models_scope_falls_back_to_the_history(workdi
     ]
     pd.DataFrame(rows).to_json(sessions, orient="records", lines=True)
 
-    def predict_with_msp_threshold(threshold: float) -> tuple[pd.DataFrame, dict]:
-        # The intent model's rule set by hand: msp below 2 flags every query, below -1 none.
+    def set_rule(threshold: float, floor: float) -> None:
+        # The intent model's rule set by hand: msp below 2 flags every query, below -1 none; the recommender's
+        # similarity floor above 1 makes no query like its training queries, below -1 every one.
         checkpoint = torch.load(intent_checkpoint, weights_only=False)
         checkpoint["hyper_parameters"]["oos_method"] = "msp"
         checkpoint["state_dict"]["oos_thresholds"][0] = threshold
         torch.save(checkpoint, intent_checkpoint)
-        out = tmp_path / f"recs{threshold}.jsonl"
-        done = predict.run(recommender, out, input_path=sessions, top_k=5, explain=True)
-        return pd.read_json(out, lines=True), done.counts
+        checkpoint = torch.load(recommender, weights_only=False)
+        checkpoint[KEY]["data"]["query_floor"] = floor
+        torch.save(checkpoint, recommender)
+        monkeypatch.setattr(oos, "training_query_floor", lambda bank: floor)  # as eval computes it from the data
 
-    outside, counts = predict_with_msp_threshold(2.0)
+    def predicted(name: str) -> tuple[pd.DataFrame, dict]:
+        done = predict.run(recommender, tmp_path / name, input_path=sessions, top_k=5, explain=True)
+        return pd.read_json(tmp_path / name, lines=True), done.counts
+
+    set_rule(2.0, 2.0)
+    outside, counts = predicted("outside.jsonl")
     assert counts["queries out of scope (history alone)"] == 2
     assert counts["popularity fallback (no history)"] == 1  # the query-only row has nothing left to go by
     assert outside.loc[0, "scores"] == pytest.approx(outside.loc[1, "scores"])  # as if it had said nothing
     assert outside.loc[0, "intent"] == "out of scope"
-    inside, counts = predict_with_msp_threshold(-1.0)
+    # Evaluation reads the stored queries the same way (training queries too: the floor is above 1 here), reports
+    # their targets apart, and can keep them.
+    history = evaluate.run(recommender, output=tmp_path / "h.json").metrics["test"]
+    kept = evaluate.run(recommender, ["eval.oos_queries=keep"], output=tmp_path / "k.json").metrics["test"]
+    assert history["test/query_out_of_scope/users"] > 0 and history.get("test/query_in_scope/users", 0) == 0
+    assert history["test/ndcg@10"] != pytest.approx(kept["test/ndcg@10"])
+    with pytest.raises(RecsysError, match=r"unknown eval\.oos_queries 'drop'; use one of: history, keep"):
+        evaluate.run(recommender, ["eval.oos_queries=drop"], output=tmp_path / "x.json")
+
+    set_rule(2.0, -2.0)  # out of scope, but like the training queries: read as given
+    like, counts = predicted("like.jsonl")
+    assert counts["queries out of scope (history alone)"] == 0
+    assert counts["queries out of scope, like training queries (read as given)"] == 2
+    assert like.loc[0, "scores"] != pytest.approx(like.loc[1, "scores"])
+    history = evaluate.run(recommender, output=tmp_path / "h1.json").metrics["test"]
+    assert history["test/ndcg@10"] == pytest.approx(kept["test/ndcg@10"])
+
+    set_rule(-1.0, 2.0)
+    inside, counts = predicted("inside.jsonl")
     assert counts["queries out of scope (history alone)"] == 0
     assert counts["ranked by the query alone (no history)"] == 1
     assert inside.loc[0, "scores"] != pytest.approx(inside.loc[1, "scores"])  # the query counts again
+    history = evaluate.run(recommender, output=tmp_path / "h2.json").metrics["test"]
+    assert history.get("test/query_out_of_scope/users", 0) == 0 and history["test/query_in_scope/users"] > 0
+    assert history["test/ndcg@10"] == pytest.approx(kept["test/ndcg@10"])

@@ -356,7 +356,8 @@ def item_text_features(spec: DataSpec, encoder: str, max_length: int = 64, batch
 def query_features(spec: DataSpec, encoder: str, max_length: int = 64, batch_size: int = 128) -> Any:
     """``spec.query_features``: ``[len(query_texts), D (+ C)]`` embeddings of the data's queries by ``encoder``
     (for a ``bert_intent`` checkpoint: and its intent probabilities), cached in the processed folder; None
-    when the data has no queries."""
+    when the data has no queries. An intent checkpoint trained with an out-of-scope label also sets
+    ``spec.query_out_of_scope``: which texts it calls none of its intents (its stored rule)."""
     import torch
 
     if spec.query_texts is None:
@@ -365,7 +366,27 @@ def query_features(spec: DataSpec, encoder: str, max_length: int = 64, batch_siz
         embedder = TextEmbedder(encoder, max_length=max_length, batch_size=batch_size)
         features = cached_embeddings(spec.folder, spec.query_texts, embedder, True, "query_text", intents=True)
         spec.query_features = torch.from_numpy(features)
+        if embedder.intents:
+            width = features.shape[1] - len(embedder.label_names or [])
+            spec.query_out_of_scope = embedder.out_of_scope(features[:, :width])
+            if spec.query_out_of_scope is not None and spec.query_in_training is not None:
+                like_training(spec, spec.query_features[:, :width])
     return spec.query_features
+
+
+def like_training(spec: DataSpec, embeddings: Any) -> None:
+    """``spec.query_like_training`` and ``spec.query_floor``: which queries are training events' queries or lie
+    near one (cosine to the nearest at least the floor of :func:`recsys_cli.evaluation.oos.training_query_floor`):
+    the recommender has learned what such words lead to, even where the intent model knows none of its intents."""
+    import torch
+
+    from recsys_cli.evaluation.oos import nearest_cosine, training_query_floor
+
+    seen = torch.from_numpy(np.asarray(spec.query_in_training, dtype=bool)) & (embeddings.abs().sum(1) > 0)
+    bank = torch.nn.functional.normalize(embeddings[seen].float(), dim=1)
+    spec.query_floor = training_query_floor(bank)
+    near = nearest_cosine(embeddings, bank) >= spec.query_floor if len(bank) else torch.zeros_like(seen)
+    spec.query_like_training = (seen | near).numpy()
 
 
 def item_text_layers(

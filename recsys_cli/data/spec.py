@@ -57,6 +57,12 @@ class DataSpec:
     event_queries: Any = field(default=None, repr=False, compare=False, metadata={"stored": False})
     event_groups: dict[str, Any] | None = field(default=None, repr=False, compare=False, metadata={"stored": False})
     query_features: torch.Tensor | None = field(default=None, repr=False, compare=False, metadata={"stored": False})
+    # Per query text: does the intent model that embedded it call it none of its intents (None: no such rule)?
+    # Is it a training event's query, or like one (cosine to the nearest at least ``query_floor``)?
+    query_out_of_scope: Any = field(default=None, repr=False, compare=False, metadata={"stored": False})
+    query_in_training: Any = field(default=None, repr=False, compare=False, metadata={"stored": False})
+    query_like_training: Any = field(default=None, repr=False, compare=False, metadata={"stored": False})
+    query_floor: float | None = field(default=None, repr=False, compare=False, metadata={"stored": False})
     # Reviews as queries: per user, the query index of their next event (their latest review).
     next_queries: Any = field(default=None, repr=False, compare=False, metadata={"stored": False})
     task: str | None = None

@@ -100,10 +100,34 @@ def mahalanobis_scores(embeddings: torch.Tensor, space: TrainingSpace) -> torch.
 
 def knn_scores(embeddings: torch.Tensor, space: TrainingSpace, chunk: int = 1024) -> torch.Tensor:
     """``[N]`` cosine similarity to the nearest training text (higher: more in scope), in row chunks."""
-    bank = space.bank.float()
+    return nearest_cosine(embeddings, space.bank, chunk)
+
+
+def nearest_cosine(embeddings: torch.Tensor, bank: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+    """``[N]`` cosine similarity of each row to its nearest row of ``bank`` (unit rows), in row chunks."""
+    bank = bank.float()
     with torch.autocast(embeddings.device.type, enabled=False):
         z = torch.nn.functional.normalize(embeddings.float(), dim=1)
         return torch.cat([(part @ bank.T).max(dim=1).values for part in z.split(chunk)]) if len(z) else z[:, 0]
+
+
+# Queries like the recommender's training queries: the similarity floor is this quantile of a training query's
+# similarity to its nearest other training query (95% of in-domain queries lie above it), over a sample of them.
+LIKE_TRAINING_QUANTILE = 0.05
+LIKE_TRAINING_SAMPLE = 2000
+
+
+def training_query_floor(bank: torch.Tensor, sample: int = LIKE_TRAINING_SAMPLE, seed: int = 0) -> float:
+    """The cosine similarity above which a query counts as like the training queries ``bank`` (unit rows):
+    the :data:`LIKE_TRAINING_QUANTILE` quantile of a sampled training query's similarity to its nearest
+    other one (-1 with fewer than two: nothing counts as unlike)."""
+    if len(bank) < 2:
+        return -1.0
+    generator = torch.Generator().manual_seed(seed)
+    rows = torch.randperm(len(bank), generator=generator)[:sample]
+    similarity = bank[rows].float() @ bank.float().T
+    similarity[torch.arange(len(rows)), rows] = -torch.inf  # not itself
+    return float(torch.quantile(similarity.max(dim=1).values, LIKE_TRAINING_QUANTILE))
 
 
 def in_scope_scores(

@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 from recsys_cli.config import build, to_container
 from recsys_cli.core.family import ModelFamily, PredictRequest, PredictResult, Prepared
 from recsys_cli.data.preprocess import (
+    TRAIN,
     PreprocessConfig,
     Processed,
     fingerprint,
@@ -83,6 +84,11 @@ def data_spec(processed: Processed, max_len: int) -> DataSpec:
 
     queries = event_queries(processed.interactions, processed.extra)
     starts = session_starts(processed.interactions)
+    in_training = None
+    if queries is not None:  # the queries of training events: the recommender learns what they lead to
+        training = queries[1][processed.interactions["split"].to_numpy() == TRAIN]
+        in_training = np.bincount(training, minlength=len(queries[0])).astype(bool)
+        in_training[0] = False
     return DataSpec(
         n_users=processed.n_users,
         n_items=processed.n_items,
@@ -93,6 +99,7 @@ def data_spec(processed: Processed, max_len: int) -> DataSpec:
         query_texts=None if queries is None else queries[0],
         event_queries=None if queries is None else queries[1],
         next_queries=None if queries is None else next_queries(processed.interactions, processed.n_users),
+        query_in_training=in_training,
         event_groups=None if starts is None else {"new_session": starts, "same_session": ~starts},
     )
 
@@ -241,7 +248,13 @@ class RecommenderFamily(ModelFamily):
         spec = data.spec
         # A model that reads what users say gives the features of the data's queries as it reads them.
         reader = getattr(model, "query_features", None)
-        table = reader(spec) if reader is not None else None
+        table = reader(spec, cfg.eval.get("oos_queries")) if reader is not None else None
+        groups = spec.event_groups
+        if table is not None and spec.query_out_of_scope is not None and spec.event_queries is not None:
+            # Targets whose query the intent model calls out of scope, and those it reads as one of its intents.
+            outside = spec.query_out_of_scope[spec.event_queries]
+            asked = spec.event_queries > 0
+            groups = {**(groups or {}), "query_out_of_scope": outside & asked, "query_in_scope": ~outside & asked}
         return SequenceDataModule(
             data.content,
             max_len=spec.max_len,
@@ -253,7 +266,7 @@ class RecommenderFamily(ModelFamily):
             window_stride=cfg.data.window_stride,
             event_queries=spec.event_queries,
             query_table=table,
-            event_groups=spec.event_groups,
+            event_groups=groups,
             history_free=bool(cfg.eval.get("query_only", False)),
         )
 
@@ -341,6 +354,16 @@ class RecommenderFamily(ModelFamily):
                     "query_features": datamodule.query_table.float(),
                 }
                 if datamodule.query_table is not None
+                else {}
+            ),
+            # An intent model that knows out-of-scope: which stored queries are training queries, and the similarity
+            # above which a new query counts as like them (predict keeps such a query even when it is out of scope).
+            **(
+                {
+                    "query_seen": torch.from_numpy(np.asarray(data.spec.query_in_training, dtype=bool)),
+                    "query_floor": float(data.spec.query_floor),
+                }
+                if datamodule.query_table is not None and data.spec.query_like_training is not None
                 else {}
             ),
             # Reviews as queries: the words that go with each user's next event (their latest review).
@@ -493,9 +516,12 @@ def request_histories(requests: pd.DataFrame, data: dict[str, Any]) -> dict[str,
     }
 
 
-def request_queries(model: Any, requests: pd.DataFrame, counts: dict[str, int], explain: bool) -> dict[str, Any]:
+def request_queries(
+    model: Any, requests: pd.DataFrame, counts: dict[str, int], explain: bool, data: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The rows' own words (a ``query`` column) as the model's query features and, where the query encoder
-    is an intent model, each row's predicted intent. Empty without queries or for a model that reads none."""
+    is an intent model, each row's predicted intent. Empty without queries or for a model that reads none.
+    ``data``: the checkpoint's data (its training queries: an out-of-scope query like one of them is kept)."""
     if QUERY_COLUMN not in requests.columns:
         return {}
     text = requests[QUERY_COLUMN].fillna("").astype(str).str.strip()
@@ -515,8 +541,15 @@ def request_queries(model: Any, requests: pd.DataFrame, counts: dict[str, int], 
     if probs is not None:
         features = np.concatenate([features, probs], axis=1)
     counts["rows with a query"] = int(given.sum())
+    if outside is not None and settings.get("oos_queries", "history") == "keep":
+        counts["queries out of scope (read as given: model.oos_queries=keep)"] = int((outside & given).sum())
+        outside = None
+    if outside is not None and data is not None and "query_seen" in data:
+        like = like_stored_training(features, data)
+        counts["queries out of scope, like training queries (read as given)"] = int((outside & given & like).sum())
+        outside = outside & ~like
     if outside is not None:
-        counts["queries out of scope (history alone)"] = int(outside.sum())
+        counts["queries out of scope (history alone)"] = int((outside & given).sum())
     out: dict[str, Any] = {"features": features, "given": given if outside is None else given & ~outside}
     if outside is not None:
         out["outside"] = outside
@@ -528,6 +561,20 @@ def request_queries(model: Any, requests: pd.DataFrame, counts: dict[str, int], 
         if outside is not None:
             out["intent"] = np.where(outside, "out of scope", out["intent"])
     return out
+
+
+def like_stored_training(embeddings: np.ndarray, data: dict[str, Any]) -> np.ndarray:
+    """Which texts (pooled embeddings ``[N, D]``) lie as near the checkpoint's training queries as training queries
+    lie to each other (``query_floor``, :func:`recsys_cli.data.content.like_training`)."""
+    import torch
+
+    from recsys_cli.evaluation.oos import nearest_cosine
+
+    stored = data["query_features"][:, : embeddings.shape[1]].float()
+    bank = torch.nn.functional.normalize(stored[data["query_seen"].bool()], dim=1)
+    if len(bank) == 0:
+        return np.zeros(len(embeddings), dtype=bool)
+    return (nearest_cosine(torch.from_numpy(embeddings), bank) >= float(data["query_floor"])).numpy()
 
 
 def supporting_items(table: Any, ranked: Any, history: Any, k: int = EXPLAIN_SUPPORT) -> Any:
@@ -589,7 +636,7 @@ def recommend(checkpoint: dict[str, Any], request: PredictRequest) -> PredictRes
         )
     histories = request_histories(requests, data)
     indptr, items, times, counts = histories["indptr"], histories["items"], histories["times"], histories["counts"]
-    queries = request_queries(model, requests, counts, request.explain)
+    queries = request_queries(model, requests, counts, request.explain, data)
     has_query = queries.get("given", np.zeros(len(requests), dtype=bool))
     no_history = np.diff(indptr) == 0
     counts["popularity fallback (no history)"] = int((no_history & ~has_query).sum())

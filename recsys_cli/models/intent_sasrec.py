@@ -19,7 +19,9 @@ it), to its output (``output``: a shift of the final user vector towards the que
 ignores queries. ``query_dropout`` hides a share of the queries while training, so the model learns to read
 the history too (without it, an ID-only model can stall on what the query alone tells). A learned start
 token opens every sequence, so a user with a query and no history is ranked by the query alone, and every
-user's first event is a training target.
+user's first event is a training target. An intent checkpoint trained with an out-of-scope label marks the
+queries that are none of its intents; with ``oos_queries=history`` (the default) they are read as no query,
+in training, evaluation and predict alike, so such a position is predicted from the history alone.
 """
 
 from __future__ import annotations
@@ -37,6 +39,15 @@ from recsys_cli.models.item_repr import TEXT_DATA, TextItems, standardisation
 from recsys_cli.models.sasrec import SASRec
 
 CONDITIONING = ("none", "input", "output", "both")
+# A query the intent model calls none of its intents: read as no query (history), or as given (keep).
+OOS_QUERIES = ("history", "keep")
+
+
+def oos_queries_mode(value: Any, option: str = "model.oos_queries") -> str:
+    """``value`` checked as an out-of-scope query handling (:data:`OOS_QUERIES`)."""
+    if value not in OOS_QUERIES:
+        raise RecsysError(f"unknown {option} '{value}'; use one of: {', '.join(OOS_QUERIES)}.")
+    return str(value)
 
 
 def query_encoder(settings: dict[str, Any]) -> str:
@@ -44,19 +55,31 @@ def query_encoder(settings: dict[str, Any]) -> str:
     return settings.get("intent_checkpoint") or settings.get("text_encoder", "minilm-packaged")
 
 
-def read_queries(data: DataSpec, settings: dict[str, Any]) -> torch.Tensor | None:
+def read_queries(data: DataSpec, settings: dict[str, Any], oos_queries: str | None = None) -> torch.Tensor | None:
     """The features of the data's queries as a model with these settings reads them (None: it reads none,
-    or the data has none)."""
+    or the data has none). Queries the intent checkpoint calls out of scope are all-zero rows (no query:
+    the history alone), unless they are training events' queries or like one (the recommender learned what
+    they lead to), or ``oos_queries`` (default: the settings' ``oos_queries``) is ``keep``."""
     from recsys_cli.data.content import query_features
 
     if settings.get("query_conditioning", "input") == "none":
         return None
-    return query_features(
+    features = query_features(
         data,
         query_encoder(settings),
         max_length=settings.get("text_max_length", 64),
         batch_size=settings.get("text_batch_size", 128),
     )
+    outside = data.query_out_of_scope
+    if outside is not None and data.query_like_training is not None:
+        outside = outside & ~data.query_like_training  # the recommender learned such words: they stay
+    if oos_queries is not None:
+        mode = oos_queries_mode(oos_queries, "eval.oos_queries")
+    else:
+        mode = oos_queries_mode(settings.get("oos_queries", "history"))
+    if features is None or outside is None or mode == "keep" or not outside.any():
+        return features
+    return features.masked_fill(torch.from_numpy(outside).unsqueeze(1), 0.0)
 
 
 class IntentSASRec(TextItems, SASRec):
@@ -98,6 +121,7 @@ class IntentSASRec(TextItems, SASRec):
         intent_checkpoint: str | None = None,
         query_conditioning: str = "input",
         query_dropout: float = 0.0,
+        oos_queries: str = "history",
         query_size: int = 0,
         query_stats: torch.Tensor | None = None,
         hidden_size: int = 64,
@@ -111,6 +135,7 @@ class IntentSASRec(TextItems, SASRec):
             raise RecsysError(
                 f"unknown model.query_conditioning '{query_conditioning}'; use one of: {', '.join(CONDITIONING)}."
             )
+        oos_queries_mode(oos_queries)
         super().__init__(n_items=n_items, max_len=max_len, hidden_size=hidden_size, **sasrec)
         self.save_hyperparameters(ignore=[*TEXT_DATA, "query_stats"])
         del self.item_embedding  # the item representation owns the ID embedding (when it has one)
@@ -138,9 +163,10 @@ class IntentSASRec(TextItems, SASRec):
         """The encoder whose features of the user's query the model reads, or None when it reads none."""
         return query_encoder(dict(self.hparams)) if self.conditioning != "none" else None
 
-    def query_features(self, data: DataSpec) -> torch.Tensor | None:
-        """The features of ``data``'s queries this model reads (the datamodule carries them in batches)."""
-        return read_queries(data, dict(self.hparams)) if self.conditioning != "none" else None
+    def query_features(self, data: DataSpec, oos_queries: str | None = None) -> torch.Tensor | None:
+        """The features of ``data``'s queries this model reads (the datamodule carries them in batches);
+        ``oos_queries`` overrides the model's handling of out-of-scope queries (``eval.oos_queries``)."""
+        return read_queries(data, dict(self.hparams), oos_queries) if self.conditioning != "none" else None
 
     # --- the start token and the queries ----------------------------------------------------------
     def _with_start(
