@@ -538,8 +538,6 @@ def request_queries(
     # An intent model that knows when a text is none of its intents: such a query is dropped, and the row is
     # ranked by its history alone (or by popularity, without one).
     outside = embedder.out_of_scope(features)
-    if probs is not None:
-        features = np.concatenate([features, probs], axis=1)
     counts["rows with a query"] = int(given.sum())
     if outside is not None and settings.get("oos_queries", "history") == "keep":
         counts["queries out of scope (read as given: model.oos_queries=keep)"] = int((outside & given).sum())
@@ -548,6 +546,8 @@ def request_queries(
         like = like_stored_training(features, data)
         counts["queries out of scope, like training queries (read as given)"] = int((outside & given & like).sum())
         outside = outside & ~like
+    if probs is not None:
+        features = np.concatenate([features, probs], axis=1)
     if outside is not None:
         counts["queries out of scope (history alone)"] = int((outside & given).sum())
     out: dict[str, Any] = {"features": features, "given": given if outside is None else given & ~outside}
@@ -564,8 +564,9 @@ def request_queries(
 
 
 def like_stored_training(embeddings: np.ndarray, data: dict[str, Any]) -> np.ndarray:
-    """Which texts (pooled embeddings ``[N, D]``) lie as near the checkpoint's training queries as training queries
-    lie to each other (``query_floor``, :func:`recsys_cli.data.content.like_training`)."""
+    """Which texts (pooled embeddings ``[N, D]``, without intent probabilities) lie as near the checkpoint's
+    training queries as training queries lie to each other (``query_floor``,
+    :func:`recsys_cli.data.content.like_training`)."""
     import torch
 
     from recsys_cli.evaluation.oos import nearest_cosine

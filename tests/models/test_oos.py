@@ -174,3 +174,28 @@ def test_auto_marks_by_the_rule_most_accurate_on_validation(tiny_encoder):
     assert oos.out_of_scope_rule(model, oos_label=2) == ("knn", pytest.approx(0.8))
     model.oos_method = "energy"
     assert oos.out_of_scope_rule(model, oos_label=2) == ("energy", pytest.approx(3.0))
+
+
+def test_a_query_like_the_recommenders_training_queries_is_told_apart_from_foreign_words():
+    """Training queries lie in two tight topics; a query near one counts as like them, one elsewhere does not,
+    and predict's check on a checkpoint's stored queries agrees with the data's."""
+    from recsys_cli.data.content import like_training
+    from recsys_cli.data.spec import DataSpec
+    from recsys_cli.families.recommender import like_stored_training
+
+    generator = torch.Generator().manual_seed(0)
+    topics = F.normalize(torch.randn(3, 16, generator=generator), dim=1)
+    rows = torch.cat([topics[i % 2] + 0.05 * torch.randn(16, generator=generator) for i in range(40)]).view(40, 16)
+    new = torch.stack([topics[0] + 0.05 * torch.randn(16, generator=generator), topics[2]])  # near, and foreign
+    embeddings = torch.cat([torch.zeros(1, 16), rows, new])  # row 0: no query
+    seen = torch.zeros(len(embeddings), dtype=torch.bool)
+    seen[1:41] = True
+    spec = DataSpec(query_in_training=seen.numpy())
+    like_training(spec, embeddings)
+    assert -1.0 < spec.query_floor < 1.0
+    assert spec.query_like_training[1:42].all() and not spec.query_like_training[42]
+    # The checkpoint keeps features with intent probabilities appended: only the embedding part is compared.
+    probs = torch.softmax(torch.randn(len(embeddings), 5, generator=generator), dim=1)
+    data = {"query_features": torch.cat([embeddings, probs], 1), "query_seen": seen, "query_floor": spec.query_floor}
+    assert (like_stored_training(new.numpy(), data) == spec.query_like_training[41:]).all()
+    assert oos.training_query_floor(embeddings[:1]) == -1.0  # a single training query: nothing is unlike
