@@ -67,6 +67,29 @@ class _KeepScaled(torch.autograd.Function):
         return torch.addcmul(grad.new_zeros(()), grad, keep, value=ctx.scale), None, None
 
 
+class _Lookup(torch.autograd.Function):
+    """``table[index]`` for a 1-D ``table``, whose gradient is summed with one ``scatter_add_`` pass: autograd's
+    own (an accumulating ``index_put_``) took 91 ms for a ``[64, 200, 200]`` index into 128 entries on 2 CPU
+    threads, ``scatter_add_`` 4 ms (HSTU's time-bucket bias: a quarter of its training step)."""
+
+    @staticmethod
+    def forward(ctx, table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(index)
+        ctx.size = table.shape[0]
+        return table[index]
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (index,) = ctx.saved_tensors
+        out = grad.new_zeros(ctx.size, dtype=torch.promote_types(grad.dtype, torch.float32))
+        return out.scatter_add_(0, index.reshape(-1), grad.reshape(-1).to(out.dtype)), None
+
+
+def lookup(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``table[index]`` (``table`` 1-D) with a fast gradient on the CPU (:class:`_Lookup`)."""
+    return _Lookup.apply(table, index) if table.requires_grad else table[index]
+
+
 class FastDropout(nn.Module):
     """``nn.Dropout`` with :func:`fast_dropout`'s cheaper mask on the CPU."""
 

@@ -34,6 +34,7 @@ from recsys_cli.models.components import (
     NextItemLoss,
     attention_mask,
     init_weights,
+    lookup,
     trim_padding,
 )
 from recsys_cli.models.item_repr import TEXT_DATA, TextItems
@@ -77,9 +78,9 @@ class HSTULayer(nn.Module):
         batch, length, hidden = x.shape
         u, v, q, k = F.silu(self.uvqk(self.norm(x))).chunk(4, dim=-1)
         v, q, k = (t.view(batch, length, self.num_heads, -1).transpose(1, 2) for t in (v, q, k))
-        bias = self.position_bias[distance.clamp(0, self.max_len - 1)].unsqueeze(0)
+        bias = lookup(self.position_bias, distance.clamp(0, self.max_len - 1)).unsqueeze(0)
         if self.time_bias is not None and buckets is not None:
-            bias = bias + self.time_bias[buckets]
+            bias = bias + lookup(self.time_bias, buckets)
         if last_only:
             q, mask, bias, u, x = q[:, :, -1:], mask[:, :, -1:], bias[:, -1:], u[:, -1:], x[:, -1:]
         weights = F.silu(q @ k.transpose(-1, -2) + bias.unsqueeze(1)) / self.max_len

@@ -240,3 +240,18 @@ def test_dropout_auto_follows_the_training_datas_density(workdir):
     assert "dropout: auto" in (result.run_dir / "config.yaml").read_text()
     checkpoint = torch.load(result.best_checkpoint, map_location="cpu", weights_only=False)
     assert checkpoint["hyper_parameters"]["dropout"] in (0.2, 0.5)
+
+
+def test_lookup_gives_the_values_and_gradient_of_indexing():
+    from recsys_cli.models.components import lookup
+
+    torch.manual_seed(0)
+    table = torch.randn(7, dtype=torch.float64, requires_grad=True)
+    index = torch.randint(0, 7, (3, 5, 5))
+    weights = torch.randn(3, 5, 5, dtype=torch.float64)
+    (lookup(table, index) * weights).sum().backward()
+    mine = table.grad.clone()
+    table.grad = None
+    (table[index] * weights).sum().backward()
+    assert torch.equal(lookup(table, index), table[index]) and torch.allclose(mine, table.grad)
+    assert torch.equal(lookup(table.detach(), index), table.detach()[index])
