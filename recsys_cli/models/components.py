@@ -81,8 +81,10 @@ class _Lookup(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         (index,) = ctx.saved_tensors
-        out = grad.new_zeros(ctx.size, dtype=torch.promote_types(grad.dtype, torch.float32))
-        return out.scatter_add_(0, index.reshape(-1), grad.reshape(-1).to(out.dtype)), None
+        # summed in float64: millions of terms land in a few entries, and float32 sums drift
+        out = grad.new_zeros(ctx.size, dtype=torch.float64)
+        out.scatter_add_(0, index.reshape(-1), grad.reshape(-1).to(torch.float64))
+        return out.to(torch.promote_types(grad.dtype, torch.float32)), None
 
 
 def lookup(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
