@@ -380,12 +380,10 @@ def like_training(spec: DataSpec, embeddings: Any) -> None:
     the recommender has learned what such words lead to, even where the intent model knows none of its intents."""
     import torch
 
-    from recsys_cli.evaluation.oos import nearest_cosine, training_query_floor
+    from recsys_cli.evaluation.oos import near_training
 
     seen = torch.from_numpy(np.asarray(spec.query_in_training, dtype=bool)) & (embeddings.abs().sum(1) > 0)
-    bank = torch.nn.functional.normalize(embeddings[seen].float(), dim=1)
-    spec.query_floor = training_query_floor(bank)
-    near = nearest_cosine(embeddings, bank) >= spec.query_floor if len(bank) else torch.zeros_like(seen)
+    near, spec.query_floor = near_training(embeddings, embeddings[seen])
     spec.query_like_training = (seen | near).numpy()
 
 

@@ -117,6 +117,18 @@ LIKE_TRAINING_QUANTILE = 0.05
 LIKE_TRAINING_SAMPLE = 2000
 
 
+def near_training(
+    embeddings: torch.Tensor, training: torch.Tensor, floor: float | None = None
+) -> tuple[torch.Tensor, float]:
+    """Which rows of ``embeddings`` lie at least ``floor`` (cosine) from their nearest row of ``training`` (both
+    raw embeddings), and the floor (None: :func:`training_query_floor` of ``training``)."""
+    bank = torch.nn.functional.normalize(training.float(), dim=1)
+    floor = training_query_floor(bank) if floor is None else floor
+    if len(bank) == 0:
+        return torch.zeros(len(embeddings), dtype=torch.bool), floor
+    return nearest_cosine(embeddings, bank) >= floor, floor
+
+
 def training_query_floor(bank: torch.Tensor, sample: int = LIKE_TRAINING_SAMPLE, seed: int = 0) -> float:
     """The cosine similarity above which a query counts as like the training queries ``bank`` (unit rows):
     the :data:`LIKE_TRAINING_QUANTILE` quantile of a sampled training query's similarity to its nearest

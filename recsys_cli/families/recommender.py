@@ -569,13 +569,11 @@ def like_stored_training(embeddings: np.ndarray, data: dict[str, Any]) -> np.nda
     :func:`recsys_cli.data.content.like_training`)."""
     import torch
 
-    from recsys_cli.evaluation.oos import nearest_cosine
+    from recsys_cli.evaluation.oos import near_training
 
-    stored = data["query_features"][:, : embeddings.shape[1]].float()
-    bank = torch.nn.functional.normalize(stored[data["query_seen"].bool()], dim=1)
-    if len(bank) == 0:
-        return np.zeros(len(embeddings), dtype=bool)
-    return (nearest_cosine(torch.from_numpy(embeddings), bank) >= float(data["query_floor"])).numpy()
+    stored = data["query_features"][:, : embeddings.shape[1]]
+    near, _ = near_training(torch.from_numpy(embeddings), stored[data["query_seen"].bool()], float(data["query_floor"]))
+    return near.numpy()
 
 
 def supporting_items(table: Any, ranked: Any, history: Any, k: int = EXPLAIN_SUPPORT) -> Any:
